@@ -1,0 +1,65 @@
+"""Registry-driven tests: every registered model builds, runs forward and backward, has the
+interface, and matches the parameter count / multiply-adds its paper states."""
+
+import pytest
+import torch
+
+from reslearn import create_model, list_models, model_info
+from reslearn.summary import count_params, summarize
+
+ALL = list_models()
+
+
+def _input(name, batch=2):
+    info = model_info(name)
+    size = info.test_input_size or info.input_size
+    return torch.randn(batch, *size)
+
+
+def test_registry_is_not_empty_and_names_unique():
+    assert len(ALL) == len(set(ALL)) and len(ALL) >= 18
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_forward_backward_interface(name):
+    info = model_info(name)
+    model = create_model(name)
+    x = _input(name)
+    out = model(x)
+    assert out.shape == (2, info.num_classes)
+    assert torch.isfinite(out).all()
+    out.float().pow(2).mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    # uniform interface
+    model.eval()
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        assert torch.allclose(model.forward_head(feats), model(x), atol=1e-5)
+        pre = model.forward_head(feats, pre_logits=True)
+    assert pre.shape == (2, model.num_features)
+    model.reset_classifier(7)
+    with torch.no_grad():
+        assert model(x).shape == (2, 7)
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if "params" in model_info(n).reference])
+def test_parameter_count_matches_paper(name):
+    with torch.device("meta"):
+        model = create_model(name)
+    assert count_params(model) == model_info(name).reference["params"]
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if "macs" in model_info(n).reference])
+def test_multiply_adds_match_paper(name):
+    ref = model_info(name).reference["macs"]
+    macs = summarize(name).macs
+    assert abs(macs - ref) / ref < 0.02, (name, macs, ref)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_bad_num_classes_and_unknown_argument(name):
+    with pytest.raises(ValueError, match="num_classes"):
+        create_model(name, num_classes=0)
+    with pytest.raises(ValueError, match="unknown argument 'no_such_option'"):
+        create_model(name, no_such_option=1)
