@@ -32,6 +32,9 @@ class ModelInfo:
     reference: dict[str, Any] = field(default_factory=dict)
     # Tiny-input size used by wiring tests where the paper size would be slow on a CPU.
     test_input_size: tuple[int, int, int] | None = None
+    # "classification": forward gives (B, num_classes). "sequence": (B, T, num_classes), e.g. CTC.
+    # "regression": (B, num_classes) real values. Tests and the engine read this.
+    task: str = "classification"
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
@@ -47,6 +50,7 @@ def register_model(
     num_classes: int,
     reference: dict[str, Any] | None = None,
     test_input_size: tuple[int, int, int] | None = None,
+    task: str = "classification",
     **defaults: Any,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register ``builder`` under ``name``; ``defaults`` are keyword arguments bound at creation.
@@ -67,6 +71,7 @@ def register_model(
             num_classes=num_classes,
             reference=dict(reference or {}),
             test_input_size=tuple(test_input_size) if test_input_size else None,  # type: ignore[arg-type]
+            task=task,
             defaults=dict(defaults),
         )
         return builder

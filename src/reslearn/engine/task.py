@@ -1,0 +1,61 @@
+"""What the engine trains: a *task* turns a model and a batch into a loss, and a model and a
+batch source into evaluation metrics. Classification is the default; speech (CTC), regression
+(age) and others plug in their own without touching the training loop."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..data.source import BatchSource
+
+__all__ = ["Task", "ClassificationTask"]
+
+
+@runtime_checkable
+class Task(Protocol):
+    """``loss`` returns the scalar training loss and a dict of *sums* over the batch (e.g.
+    ``{"top1_err": wrong, "n": batch_size}``) that the engine averages for logging; ``evaluate``
+    returns final metrics (``{"loss": ..., "top1_err": ... (percent)}``). ``primary`` names the
+    metric that picks the best checkpoint (lower is better)."""
+
+    primary: str
+
+    def loss(self, model: nn.Module, batch: tuple[Any, Any]) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+    def evaluate(self, model: nn.Module, source: BatchSource) -> dict[str, float]: ...
+
+
+def topk_wrong(logits: torch.Tensor, target: torch.Tensor, k: int) -> int:
+    k = min(k, logits.shape[-1])
+    hit = logits.topk(k, dim=-1).indices.eq(target.unsqueeze(-1)).any(-1)
+    return int((~hit).sum())
+
+
+class ClassificationTask:
+    """Softmax cross-entropy; top-1 and top-5 error in percent (He et al. report both)."""
+
+    primary = "top1_err"
+
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]):
+        x, y = batch
+        logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+        with torch.no_grad():
+            wrong = int((logits.argmax(-1) != y).sum())
+        return loss, {"top1_err": wrong, "n": len(y)}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, source: BatchSource) -> dict[str, float]:
+        tot_loss, w1, w5, n = 0.0, 0, 0, 0
+        for x, y in source.iter_epoch(0):
+            logits = model(x).float()
+            tot_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+            w1 += topk_wrong(logits, y, 1)
+            w5 += topk_wrong(logits, y, 5)
+            n += len(y)
+        n = max(n, 1)
+        return {"loss": tot_loss / n, "top1_err": 100.0 * w1 / n, "top5_err": 100.0 * w5 / n, "n": n}
