@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
@@ -92,6 +93,187 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     }
     s = summarize(args.model, input_size=args.input_size, **kwargs)
     print(json.dumps(s.to_dict(), indent=2) if args.json else format_summary(s))
+    return 0
+
+
+# --------------------------------------------------------------------------- training
+def _add_overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. optim.lr=0.05 schedule.iterations=2000")
+
+
+@subcommand
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a model with a recipe",
+        description="Train MODEL with RECIPE (a packaged recipe name or a YAML file). Precedence: "
+        "defaults < recipe < key=value overrides. The run folder gets config.yaml, run.json, "
+        "metrics.csv, TensorBoard events, checkpoints/, best.safetensors, model.safetensors "
+        "and curves.png. Under torchrun it trains with DistributedDataParallel.",
+        epilog="example: reslearn train --recipe cifar10_quick --model plain20 train.run_name=p20")
+    p.add_argument("--recipe", "-r", help="recipe name (see `reslearn recipes`) or YAML path")
+    p.add_argument("--model", "-m", help="registered model name (overrides model.name)")
+    p.add_argument("--run-dir", help="run folder (default: train.out_dir/train.run_name)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    _add_overrides(p)
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import dump_config, load_config
+
+    overrides = list(args.overrides) + ([f"model.name={args.model}"] if args.model else [])
+    cfg = load_config(args.recipe, overrides)
+    if args.print_config:
+        print(dump_config(cfg), end="")
+        return 0
+    from .engine.trainer import Trainer
+    from .plotting import plot_runs
+
+    trainer = Trainer(cfg, run_dir=args.run_dir)
+    final = trainer.fit(resume=args.resume)
+    if trainer.dist.main:
+        plot_runs([trainer.run_dir], trainer.run_dir / "curves.png", labels=[cfg.model.name])
+        errs = "  ".join(f"{s} error {m['top1_err']:.2f}%" for s, m in final.items()
+                         if isinstance(m, dict) and "top1_err" in m)
+        print(f"{cfg.model.name}: {errs}  ->  {trainer.run_dir}")
+    return 0
+
+
+@subcommand
+def _add_recipes(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("recipes", help="list the packaged training recipes")
+    p.set_defaults(func=_cmd_recipes)
+
+
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from .config import RECIPE_DIR, list_recipes
+
+    for name in list_recipes():
+        head = (RECIPE_DIR / f"{name}.yaml").read_text().splitlines()[0].lstrip("# ")
+        print(f"{name:<22} {head}")
+    return 0
+
+
+@subcommand
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a checkpoint (top-1/top-5 error)",
+                       description="Evaluate a weights file or training checkpoint on the test (or "
+                       "val) split of its data set, or of --dataset/--data.")
+    p.add_argument("checkpoint")
+    p.add_argument("--data", help="data root (default: the run's)")
+    p.add_argument("--dataset", help="data set name (default: the run's)")
+    p.add_argument("--split", default="test", choices=["test", "val"])
+    p.add_argument("--ten-crop", action="store_true", help="the paper's 10-crop testing (ImageFolder data)")
+    p.add_argument("--multi-scale", action="store_true",
+                   help="fully-convolutional multi-scale testing at {224,256,384,480,640} (ImageFolder data)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .engine.evaluate import evaluate_checkpoint
+
+    r = evaluate_checkpoint(args.checkpoint, root=args.data, dataset=args.dataset, split=args.split,
+                            ten_crop=args.ten_crop, multi_scale=args.multi_scale,
+                            batch_size=args.batch_size, device=args.device, limit=args.limit)
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        print(f"{r['model']} on {r['data']} {r['split']} ({r['mode']}, {r['n']} images): "
+              f"top-1 error {r['top1_err']:.2f}%  top-5 error {r['top5_err']:.2f}%  loss {r['loss']:.4f}")
+    return 0
+
+
+@subcommand
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="top-5 classes of image files")
+    p.add_argument("checkpoint")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_predict)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .engine.evaluate import predict_images
+
+    res = predict_images(args.checkpoint, args.images, topk=args.topk)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    for r in [] if args.json else res:
+        print(r["image"])
+        for cls, p in r["top"]:
+            print(f"  {p:7.2%}  {cls}")
+    return 0
+
+
+@subcommand
+def _add_plot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot", help="overlay the error curves of run folders",
+                       description="Training error thin, test error bold, per iteration (the paper's style).")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", "-o", default="curves.png")
+    p.add_argument("--split", default="test", choices=["test", "val"])
+    p.add_argument("--title")
+    p.set_defaults(func=_cmd_plot)
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from .plotting import plot_runs
+
+    print(plot_runs(args.runs, args.out, eval_split=args.split, title=args.title))
+    return 0
+
+
+@subcommand
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="train several models with one recipe, errors side by side",
+                       epilog="example: reslearn compare resnet20 plain20 --recipe cifar10_quick")
+    p.add_argument("models", nargs="+")
+    p.add_argument("--recipe", "-r", default="cifar10_quick")
+    p.add_argument("--out", "-o", default="runs/compare")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per model (mean +- std)")
+    p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="key=value")
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .experiments import compare, format_table, summarize_runs
+
+    res = compare(args.models, recipe=args.recipe, overrides=args.overrides, out_dir=args.out,
+                  seeds=range(args.seeds))
+    rows = summarize_runs(res)
+    print(format_table(rows, [("model", "model"), ("test error %", "err_mean"), ("std", "err_std"), ("seeds", "seeds")]))
+    print(f"curves: {Path(args.out) / 'curves.png'}")
+    return 0
+
+
+@subcommand
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the first command: a ResNet and its plain twin, briefly, offline",
+                       description="Train resnet20 and plain20 with the short CPU recipe on offline data "
+                       "(CIFAR-10 when found, else Debian's Fashion-MNIST), print their errors side by "
+                       "side and write the curves PNG.")
+    p.add_argument("--out", "-o", default="runs/demo")
+    p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="key=value")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .experiments import compare, demo_data_overrides, format_table
+
+    data = demo_data_overrides()
+    print(f"demo: resnet20 vs plain20, recipe cifar10_quick, {data[0]}")
+    res = compare(["resnet20", "plain20"], recipe="cifar10_quick", overrides=data + args.overrides,
+                  out_dir=args.out, title="resnet20 vs plain20 (thin: train, bold: test)")
+    rows = [{"model": m, "train": r[0]["train_err"], "test": r[0]["test"]["top1_err"]} for m, r in res.items()]
+    print(format_table(rows, [("model", "model"), ("train error %", "train"), ("test error %", "test")]))
+    print(f"curves: {Path(args.out) / 'curves.png'}")
     return 0
 
 

@@ -25,11 +25,14 @@ class BatchSource(Protocol):
     def iter_epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Any, Any]]: ...
 
 
-def batch_generator(seed: int, epoch: int, index: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator for the augmentation of one batch, a pure function of (seed, epoch, index), so
-    a resumed run draws exactly what the uninterrupted run drew."""
+def batch_generator(
+    seed: int, epoch: int, index: int, device: torch.device | str = "cpu", shard: int = 0
+) -> torch.Generator:
+    """A generator for the augmentation of one batch (one shard of it), a pure function of
+    (seed, epoch, index, shard), so a resumed run draws exactly what the uninterrupted run drew,
+    and the shards of a global batch (DDP ranks, accumulation steps) draw independently."""
     g = torch.Generator(device=device)
-    g.manual_seed((seed * 1_000_003 + epoch) * 1_000_003 + index)
+    g.manual_seed(((seed * 1_000_003 + epoch) * 1_000_003 + index) * 1009 + shard)
     return g
 
 
@@ -39,14 +42,19 @@ class InMemorySource:
     Augmentation runs on whole batches with tensor ops on the training device: no per-sample
     Python in the hot loop.
 
+    Every global batch of ``batch_size`` is cut into ``world_size * accum_steps`` shards; this rank
+    yields its ``accum_steps`` shards in turn (micro-batches). Under DDP each rank thus sees its own
+    part of the same global batch, and a single process with ``accum_steps=world_size`` computes
+    exactly what ``world_size`` ranks compute (the test of our DDP path relies on that).
+
     Args:
         images: uint8 (N, C, H, W), on any device (moved to ``device`` once).
         labels: int64 (N,).
-        batch_size: global batch size; each of ``world_size`` ranks takes ``batch_size // world``.
-        augment: ``f(uint8 batch, generator) -> uint8 batch`` (train-time), or None.
+        batch_size: global batch size.
         normalize: ``f(uint8 batch) -> float batch``.
+        augment: ``f(uint8 batch, generator) -> uint8 batch`` (train-time), or None.
         shuffle / drop_last: per epoch, from a generator seeded with (seed, epoch).
-        rank / world_size: this process's shard of every global batch.
+        rank / world_size / accum_steps: see above.
     """
 
     def __init__(
@@ -63,25 +71,34 @@ class InMemorySource:
         device: torch.device | str = "cpu",
         rank: int = 0,
         world_size: int = 1,
+        accum_steps: int = 1,
         channels_last: bool = False,
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W); got {images.dtype} {tuple(images.shape)}")
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        if batch_size % world_size:
-            raise ValueError(f"batch_size {batch_size} is not divisible by world_size {world_size}")
+        shards = world_size * accum_steps
+        if batch_size % shards:
+            raise ValueError(
+                f"batch_size {batch_size} is not divisible by world_size x accum_steps = {shards}"
+            )
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device, torch.long)
         self.batch_size, self.augment, self.normalize = batch_size, augment, normalize
         self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.accum_steps = rank, world_size, accum_steps
         self.channels_last = channels_last
 
-    def __len__(self) -> int:
+    @property
+    def batches_per_epoch(self) -> int:
         n = len(self.images)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __len__(self) -> int:
+        """Micro-batches this rank yields per epoch."""
+        return self.batches_per_epoch * self.accum_steps
 
     def order(self, epoch: int) -> torch.Tensor:
         if not self.shuffle:
@@ -91,18 +108,18 @@ class InMemorySource:
 
     def iter_epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.order(epoch)
-        per_rank = self.batch_size // self.world_size
-        for b in range(start, len(self)):
-            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            if self.world_size > 1:
-                # Every rank sees its contiguous slice of the same global batch; a short last
-                # batch is split as evenly as possible.
-                idx = idx.tensor_split(self.world_size)[self.rank] if len(idx) < self.batch_size \
-                    else idx[self.rank * per_rank : (self.rank + 1) * per_rank]
+        shards = self.world_size * self.accum_steps
+        for m in range(start, len(self)):
+            b, k = divmod(m, self.accum_steps)
+            shard = self.rank * self.accum_steps + k
+            # A short last batch is split as evenly as possible (some shards may be empty).
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size].tensor_split(shards)[shard]
+            if len(idx) == 0:
+                continue
             idx = idx.to(self.device)
             x = self.images.index_select(0, idx)
             if self.augment is not None:
-                x = self.augment(x, batch_generator(self.seed, epoch, b, self.device))
+                x = self.augment(x, batch_generator(self.seed, epoch, b, self.device, shard))
             x = self.normalize(x)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

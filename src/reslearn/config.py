@@ -1,0 +1,291 @@
+"""Typed run configuration. Precedence: dataclass defaults < recipe YAML < ``key=value`` CLI
+overrides (dotted keys, e.g. ``optim.lr=0.05``). Unknown keys and values of the wrong type are
+errors that name the key. Every run writes the resolved config into its run folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ReslearnError
+
+__all__ = [
+    "ModelConfig",
+    "DataConfig",
+    "OptimConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "Config",
+    "load_config",
+    "apply_overrides",
+    "config_to_dict",
+    "config_from_dict",
+    "find_recipe",
+    "list_recipes",
+]
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet20"
+    # Extra builder arguments (e.g. {"shortcut": "B"}); validated by the builder itself.
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    # cifar10 | cifar100 | fashion-mnist | mnist | imagefolder | imagefolder-memory
+    name: str = "cifar10"
+    # Folder holding the data set; "" searches $RESLEARN_DATA_DIR, ./.data, ~/.cache/reslearn.
+    root: str = ""
+    download: bool = False
+    # Held-out validation images taken from the training set (the paper's CIFAR split: 5000).
+    val_size: int = 0
+    split_seed: int = 0
+    # Use only the first N training / test images (0 = all): CPU budgets.
+    train_subset: int = 0
+    test_subset: int = 0
+    augment: str = "standard"  # standard (the paper's for the data set) | none
+    normalize: str = "per_pixel"  # per_pixel (He et al. 2016) | per_channel
+    image_size: int = 0  # imagefolder-memory: resize to this square size (0 = keep)
+    workers: int = 2  # imagefolder: DataLoader worker processes
+    on_bad_file: str = "skip"  # imagefolder: skip (with a count) | raise
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    batch_size: int = 128  # global batch (all ranks together)
+    accum_steps: int = 1  # micro-batches per optimizer step (per rank)
+
+
+@dataclass
+class ScheduleConfig:
+    kind: str = "step"  # step | plateau | cosine
+    iterations: int = 64000
+    milestones: list[int] = field(default_factory=lambda: [32000, 48000])
+    gamma: float = 0.1
+    # He et al. 2016 Sec. 4.2 (110 layers): lr 0.01 until training error < 80%, then back to lr.
+    warmup_lr: float = 0.0  # 0 = no warm-up
+    warmup_until_error: float = 80.0
+    warmup_max_iterations: int = 2000
+    # plateau: divide by 1/gamma when the eval error has not improved for `patience` evaluations.
+    patience: int = 5
+    min_lr: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    channels_last: bool = False
+    amp: str = "none"  # none | bf16 | fp16
+    compile: bool = False
+    sync_bn: bool = False  # SyncBatchNorm under DDP (CUDA only)
+    eval_every: int = 1000  # iterations; the final iteration is always evaluated
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    keep_last: int = 2
+    out_dir: str = "runs"
+    run_name: str = ""  # "" = <model>-<data>-seed<seed>
+    progress: bool = True
+    tensorboard: bool = True
+    threads: int = 0  # torch CPU threads (0 = PyTorch's default)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    recipe: str = ""  # where the recipe came from (informational)
+
+
+_CHOICES = {
+    "data.augment": ("standard", "none"),
+    "data.normalize": ("per_pixel", "per_channel"),
+    "data.on_bad_file": ("skip", "raise"),
+    "optim.name": ("sgd",),
+    "schedule.kind": ("step", "plateau", "cosine"),
+    "train.amp": ("none", "bf16", "fp16"),
+}
+
+
+# ----------------------------------------------------------------------------- (de)serialising
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted where floats are due."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arm in typing.get_args(tp):
+            try:
+                return _coerce(key, value, arm)
+            except ReslearnError:
+                pass
+        raise ReslearnError(f"config key {key!r} expects {tp}, got {value!r}")
+    if tp is Any:
+        return value
+    if origin is list:
+        (inner,) = typing.get_args(tp) or (Any,)
+        if not isinstance(value, (list, tuple)):
+            raise ReslearnError(f"config key {key!r} expects a list, got {value!r}")
+        return [_coerce(key, v, inner) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ReslearnError(f"config key {key!r} expects a mapping, got {value!r}")
+        return dict(value)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is type(None) and value is None:
+        return None
+    if isinstance(tp, type) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+        return value
+    raise ReslearnError(f"config key {key!r} expects {_type_name(tp)}, got {value!r}")
+
+
+def _unknown(key: str, known: list[str]) -> ReslearnError:
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ReslearnError(f"unknown config key {key!r}{hint}")
+
+
+def _set(cfg: Any, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    obj: Any = cfg
+    for i, part in enumerate(parts):
+        fields = {f.name: f for f in dataclasses.fields(obj)}
+        if part not in fields:
+            raise _unknown(dotted, list(fields))
+        f = fields[part]
+        last = i == len(parts) - 1
+        if dataclasses.is_dataclass(getattr(obj, part)):
+            if last:
+                if not isinstance(value, dict):
+                    raise ReslearnError(f"config key {dotted!r} is a section; give a mapping")
+                for k, v in value.items():
+                    _set(cfg, f"{dotted}.{k}", v)
+                return
+            obj = getattr(obj, part)
+            continue
+        if part == "kwargs" and not last:  # model.kwargs.shortcut=B
+            getattr(obj, part)[".".join(parts[i + 1 :])] = value
+            return
+        if not last:
+            raise _unknown(dotted, list(fields))
+        hints = typing.get_type_hints(type(obj))
+        value = _coerce(dotted, value, hints[part])
+        allowed = _CHOICES.get(dotted)
+        if allowed and value not in allowed:
+            raise ReslearnError(
+                f"config key {dotted!r} must be one of {', '.join(allowed)}; got {value!r}"
+            )
+        setattr(obj, part, value)
+        return
+
+
+def config_from_dict(d: dict[str, Any], base: Config | None = None) -> Config:
+    cfg = base if base is not None else Config()
+    if not isinstance(d, dict):
+        raise ReslearnError("a recipe must be a YAML mapping of sections (model, data, ...)")
+    for k, v in d.items():
+        _set(cfg, k, v)
+    return cfg
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``key=value`` strings; values are parsed as YAML scalars (``0.1``, ``true``, ``[1,2]``)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ReslearnError(f"override {item!r} is not key=value (e.g. optim.lr=0.05)")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        _set(cfg, key.strip(), value)
+    return cfg
+
+
+# ----------------------------------------------------------------------------- recipes
+RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def find_recipe(recipe: str) -> Path:
+    """A recipe by path, or by name among the packaged recipes (``reslearn/recipes/*.yaml``)."""
+    p = Path(recipe)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ReslearnError(f"recipe file {recipe} not found")
+        return p
+    cand = RECIPE_DIR / f"{recipe}.yaml"
+    if cand.is_file():
+        return cand
+    close = difflib.get_close_matches(recipe, list_recipes(), n=2)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(list_recipes())}"
+    raise ReslearnError(f"unknown recipe {recipe!r}{hint}")
+
+
+def load_config(recipe: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults < recipe YAML < overrides."""
+    cfg = Config()
+    if recipe:
+        path = find_recipe(recipe)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ReslearnError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        config_from_dict(data, cfg)
+        cfg.recipe = str(path)
+    apply_overrides(cfg, overrides or [])
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that no single type can express."""
+    o, s, t = cfg.optim, cfg.schedule, cfg.train
+    if o.batch_size < 1 or o.accum_steps < 1:
+        raise ReslearnError("optim.batch_size and optim.accum_steps must be >= 1")
+    if o.lr <= 0:
+        raise ReslearnError(f"optim.lr must be > 0; got {o.lr}")
+    if s.iterations < 1:
+        raise ReslearnError(f"schedule.iterations must be >= 1; got {s.iterations}")
+    if any(m < 1 for m in s.milestones) or sorted(s.milestones) != list(s.milestones):
+        raise ReslearnError(f"schedule.milestones must be increasing positive iterations; got {s.milestones}")
+    if not 0 < s.gamma <= 1:
+        raise ReslearnError(f"schedule.gamma must be in (0, 1]; got {s.gamma}")
+    for k in ("eval_every", "log_every", "checkpoint_every", "keep_last"):
+        if getattr(t, k) < 1:
+            raise ReslearnError(f"train.{k} must be >= 1; got {getattr(t, k)}")
+    for k in ("val_size", "train_subset", "test_subset", "image_size", "workers"):
+        if getattr(cfg.data, k) < 0:
+            raise ReslearnError(f"data.{k} must be >= 0; got {getattr(cfg.data, k)}")
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)

@@ -1,0 +1,226 @@
+"""From a ``DataConfig`` to batch sources: the in-memory path (CIFAR, MNIST-like, small image
+folders decoded once) with augmentation on the training device, and the ImageFolder path
+(ImageNet-style) through a ``torch.utils.data.DataLoader``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+from ..config import DataConfig
+from ..data.source import BatchSource, InMemorySource
+from ..errors import ReslearnError
+
+__all__ = ["DataBundle", "build_data", "default_data_roots", "resolve_root", "IN_MEMORY"]
+
+IN_MEMORY = ("cifar10", "cifar100", "fashion-mnist", "mnist", "imagefolder-memory")
+KNOWN = IN_MEMORY + ("imagefolder",)
+
+
+@dataclass
+class DataBundle:
+    train: BatchSource
+    evals: dict[str, BatchSource]  # "val" (held out from train, if any) and "test"
+    num_classes: int
+    in_chans: int
+    image_size: tuple[int, int]
+    classes: list[str]
+    normalizer_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    train_size: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def default_data_roots() -> list[Path]:
+    """Where data is looked for when ``data.root`` is empty, in order."""
+    roots = []
+    if os.environ.get("RESLEARN_DATA_DIR"):
+        roots.append(Path(os.environ["RESLEARN_DATA_DIR"]))
+    roots += [Path.cwd() / ".data", Path.home() / ".cache" / "reslearn", Path.home() / "data"]
+    return roots
+
+
+_MARKERS = {
+    "cifar10": "cifar-10-batches-py",
+    "cifar100": "cifar-100-python",
+}
+
+
+def resolve_root(cfg: DataConfig) -> Path | None:
+    """The folder to read ``cfg.name`` from (``None`` lets IDX loaders find Debian's copy)."""
+    if cfg.root:
+        return Path(cfg.root).expanduser()
+    marker = _MARKERS.get(cfg.name)
+    if marker:
+        for r in default_data_roots():
+            if (r / marker).is_dir():
+                return r
+        return default_data_roots()[0] if cfg.download else None
+    return None
+
+
+def _load_arrays(cfg: DataConfig):
+    from ..data import cifar, folder, idx
+
+    if cfg.name in ("cifar10", "cifar100"):
+        root = resolve_root(cfg)
+        if root is None:
+            where = ", ".join(str(r) for r in default_data_roots())
+            raise ReslearnError(
+                f"{cfg.name} not found in {where}; set data.root=DIR or data.download=true"
+            )
+        tr = cifar.load_cifar(root, name=cfg.name, train=True, download=cfg.download)
+        te = cifar.load_cifar(root, name=cfg.name, train=False, download=False)
+    elif cfg.name in ("fashion-mnist", "mnist"):
+        root = Path(cfg.root).expanduser() if cfg.root else None
+        tr = idx.load_idx(root, name=cfg.name, train=True)
+        te = idx.load_idx(root, name=cfg.name, train=False)
+    else:  # imagefolder-memory
+        if not cfg.root:
+            raise ReslearnError("data.root must name the image folder (with train/ and val/ or test/)")
+        size = cfg.image_size or None
+        cache = Path(cfg.root).expanduser() / ".reslearn-cache"
+        kw = dict(size=size, on_error=cfg.on_bad_file, workers=max(cfg.workers, 1))
+        try:
+            cache.mkdir(exist_ok=True)
+            kw["cache_dir"] = cache
+        except OSError:  # read-only data folder: decode without a cache
+            pass
+        tr = folder.load_image_folder_arrays(cfg.root, split="train", **kw)
+        te = folder.load_image_folder_arrays(cfg.root, split="val", **kw)
+    return tr, te
+
+
+def _subset(ds, n: int):
+    return ds if not n or n >= len(ds) else ds.subset(torch.arange(n))
+
+
+def build_data(
+    cfg: DataConfig,
+    *,
+    batch_size: int,
+    eval_batch_size: int | None = None,
+    seed: int,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
+    accum_steps: int = 1,
+    channels_last: bool = False,
+) -> DataBundle:
+    if cfg.name not in KNOWN:
+        raise ReslearnError(f"data.name must be one of {', '.join(KNOWN)}; got {cfg.name!r}")
+    if cfg.name == "imagefolder":
+        return _build_folder(cfg, batch_size=batch_size, seed=seed, device=device, rank=rank,
+                             world_size=world_size, accum_steps=accum_steps,
+                             channels_last=channels_last)
+    from ..data.arrays import train_val_split
+    from ..data.augment import Normalizer, random_crop_flip
+
+    train, test = _load_arrays(cfg)
+    evals_ds = {}
+    if cfg.val_size:
+        train, val = train_val_split(train, val_size=cfg.val_size, seed=cfg.split_seed)
+        evals_ds["val"] = _subset(val, cfg.test_subset)
+    train = _subset(train, cfg.train_subset)
+    evals_ds["test"] = _subset(test, cfg.test_subset)
+    normalizer = Normalizer.fit(train.images, mode=cfg.normalize).to(device)
+    augment: Callable | None = None
+    if cfg.augment == "standard":
+        # He et al. 2016 Sec. 4.2 (CIFAR): pad 4, random crop, horizontal flip. For 28x28 digits
+        # and clothes we pad and crop too but never flip (it would change some classes' meaning).
+        flip = cfg.name not in ("fashion-mnist", "mnist")
+        augment = lambda x, g: random_crop_flip(x, g, padding=4, flip=flip)  # noqa: E731
+    common = dict(normalize=normalizer, device=device, channels_last=channels_last)
+    train_src = InMemorySource(
+        train.images, train.labels, batch_size=batch_size, augment=augment, shuffle=True,
+        drop_last=len(train) >= batch_size, seed=seed, rank=rank, world_size=world_size,
+        accum_steps=accum_steps, **common,
+    )
+    ebs = eval_batch_size or max(batch_size, 256)
+    evals = {k: InMemorySource(d.images, d.labels, batch_size=ebs, **common) for k, d in evals_ds.items()}
+    return DataBundle(
+        train=train_src,
+        evals=evals,
+        num_classes=len(train.classes),
+        in_chans=train.images.shape[1],
+        image_size=tuple(train.images.shape[2:]),
+        classes=list(train.classes),
+        normalizer_state=normalizer.state_dict(),
+        train_size=len(train),
+        info={"name": train.name, "train": len(train), **{k: len(v) for k, v in evals_ds.items()}},
+    )
+
+
+class LoaderSource:
+    """ImageFolder data through a DataLoader: per-sample decoding and transforms in worker
+    processes (ImageNet does not fit in memory). The order of an epoch is a permutation seeded by
+    (seed, epoch), sharded per rank, and can start at any batch, so runs resume at the right
+    place; augmentation draws come from the workers' seeded RNGs."""
+
+    def __init__(self, dataset, *, batch_size: int, shuffle: bool, seed: int, device: torch.device,
+                 rank: int, world_size: int, accum_steps: int, workers: int, drop_last: bool,
+                 channels_last: bool) -> None:
+        shards = world_size * accum_steps
+        if batch_size % shards:
+            raise ValueError(f"batch_size {batch_size} is not divisible by world_size x accum_steps = {shards}")
+        self.dataset, self.batch_size, self.shuffle, self.seed = dataset, batch_size, shuffle, seed
+        self.device, self.rank, self.world_size, self.accum = device, rank, world_size, accum_steps
+        self.workers, self.drop_last, self.channels_last = workers, drop_last, channels_last
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        batches = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return batches * self.accum
+
+    def iter_epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.dataset)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)) \
+            if self.shuffle else torch.arange(n)
+        shards = self.world_size * self.accum
+        micro = []
+        for m in range(start, len(self)):
+            b, k = divmod(m, self.accum)
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size].tensor_split(shards)
+            micro.append(idx[self.rank * self.accum + k].tolist())
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_sampler=[mb for mb in micro if mb], num_workers=self.workers,
+            pin_memory=self.device.type == "cuda", persistent_workers=False,
+            generator=torch.Generator().manual_seed(self.seed * 7919 + epoch * 104729 + start),
+        )
+        for x, y in loader:
+            x = x.to(self.device, non_blocking=True)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y.to(self.device, non_blocking=True)
+
+
+def _build_folder(cfg: DataConfig, *, batch_size, seed, device, rank, world_size, accum_steps,
+                  channels_last) -> DataBundle:
+    from ..data import transforms
+    from ..data.folder import ImageFolderDataset
+
+    if not cfg.root:
+        raise ReslearnError("data.root must name the image folder (with train/ and val/)")
+    crop = cfg.image_size or 224
+    train_tf = transforms.imagenet_train_transform(crop=crop) if cfg.augment == "standard" \
+        else transforms.imagenet_eval_transform(crop=crop, resize=round(crop * 256 / 224))
+    eval_tf = transforms.imagenet_eval_transform(crop=crop, resize=round(crop * 256 / 224))
+    tr = ImageFolderDataset(cfg.root, split="train", transform=train_tf, on_error=cfg.on_bad_file)
+    te = ImageFolderDataset(cfg.root, split="val", transform=eval_tf, on_error=cfg.on_bad_file)
+    if cfg.train_subset:
+        tr = torch.utils.data.Subset(tr, range(min(cfg.train_subset, len(tr))))
+        tr.classes = tr.dataset.classes  # type: ignore[attr-defined]
+    if cfg.test_subset:
+        te = torch.utils.data.Subset(te, range(min(cfg.test_subset, len(te))))
+    mk = dict(seed=seed, device=device, workers=cfg.workers, channels_last=channels_last)
+    train_src = LoaderSource(tr, batch_size=batch_size, shuffle=True, rank=rank, world_size=world_size,
+                             accum_steps=accum_steps, drop_last=len(tr) >= batch_size, **mk)
+    test_src = LoaderSource(te, batch_size=max(batch_size, 64), shuffle=False, rank=0, world_size=1,
+                            accum_steps=1, drop_last=False, **mk)
+    classes = list(tr.classes)  # type: ignore[attr-defined]
+    return DataBundle(train=train_src, evals={"test": test_src}, num_classes=len(classes), in_chans=3,
+                      image_size=(crop, crop), classes=classes, train_size=len(tr),
+                      info={"name": "imagefolder", "train": len(tr), "test": len(te)})

@@ -1,0 +1,421 @@
+"""The training engine: plain PyTorch, iteration-based, resumable bit for bit.
+
+``train(cfg)`` builds data, model, optimizer and LR policy from a resolved ``Config``, runs the
+iterations, evaluates, logs, checkpoints atomically and returns the final metrics. Under
+``torchrun`` it trains with DistributedDataParallel (gloo on CPU, nccl on CUDA).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from .. import __version__
+from ..checkpoint import (
+    flatten_optimizer,
+    load_tensors,
+    save_tensors,
+    tensors_to_json,
+    unflatten_optimizer,
+)
+from ..config import Config, config_from_dict, config_to_dict, dump_config
+from ..errors import ReslearnError
+from ..registry import create_model, model_info
+from .data import DataBundle, build_data
+from .logging import MetricLogger
+from .schedule import LRPolicy
+from .task import ClassificationTask, Task
+
+__all__ = ["train", "select_device", "git_commit", "Trainer", "NonFiniteLoss", "find_latest_checkpoint"]
+
+
+class NonFiniteLoss(ReslearnError):
+    pass
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ReslearnError(f"train.device={name} but CUDA is not available")
+    return dev
+
+
+def git_commit() -> str:
+    try:
+        root = Path(__file__).resolve().parents[3]
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except Exception:
+        return "unknown"
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:  # pragma: no cover
+        pass
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+
+
+def find_latest_checkpoint(run_dir: Path) -> Path | None:
+    ckpts = sorted((run_dir / "checkpoints").glob("iter-*.safetensors"))
+    return ckpts[-1] if ckpts else None
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo(), select_device(device_name)
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
+    if use_cuda:
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistInfo(rank, world, local), device
+
+
+class Trainer:
+    """Holds one run's state; ``fit()`` runs it. Build with ``Trainer(cfg, run_dir=...)``."""
+
+    def __init__(self, cfg: Config, *, run_dir: Path | None = None, task: Task | None = None,
+                 data: DataBundle | None = None) -> None:
+        self.cfg = cfg
+        t = cfg.train
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        self.dist, self.device = init_distributed(t.device)
+        seed_everything(t.seed, t.deterministic)
+        self.task = task or ClassificationTask()
+        self.data = data or build_data(
+            cfg.data, batch_size=cfg.optim.batch_size, seed=t.seed, device=self.device,
+            rank=self.dist.rank, world_size=self.dist.world, accum_steps=cfg.optim.accum_steps,
+            channels_last=t.channels_last,
+        )
+        self.model_kwargs = self._model_kwargs()
+        torch.manual_seed(t.seed)  # same initial weights on every rank and every run
+        self.model: nn.Module = create_model(cfg.model.name, **self.model_kwargs).to(self.device)
+        if t.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.ddp: nn.Module | None = None
+        if self.dist.world > 1:
+            if t.sync_bn:
+                if self.device.type != "cuda":
+                    raise ReslearnError("train.sync_bn needs CUDA (SyncBatchNorm has no CPU kernel)")
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.forward_model = self.ddp or self.model
+        if t.compile:
+            self.forward_model = torch.compile(self.forward_model)
+        o = cfg.optim
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
+                                         nesterov=o.nesterov, weight_decay=o.weight_decay)
+        self.policy = LRPolicy(cfg.schedule, o.lr)
+        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.amp]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.amp == "fp16")
+        self.iteration = 0
+        self.best: float | None = None
+        self.run_dir = Path(run_dir) if run_dir else self.default_run_dir()
+        self.final: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ setup helpers
+    def _model_kwargs(self) -> dict[str, Any]:
+        info = model_info(self.cfg.model.name)  # unknown names fail here with a suggestion
+        kw = dict(self.cfg.model.kwargs)
+        want = self.data.in_chans
+        if "in_chans" in kw and kw["in_chans"] != want:
+            raise ReslearnError(
+                f"model.kwargs.in_chans={kw['in_chans']} but {self.cfg.data.name} images have {want} channels")
+        kw["in_chans"] = want
+        kw.setdefault("num_classes", self.data.num_classes)
+        if kw["num_classes"] != self.data.num_classes and info.task == "classification":
+            raise ReslearnError(
+                f"model.kwargs.num_classes={kw['num_classes']} but {self.cfg.data.name} has {self.data.num_classes} classes")
+        return kw
+
+    def default_run_dir(self) -> Path:
+        t = self.cfg.train
+        name = t.run_name or f"{self.cfg.model.name}-{self.cfg.data.name}-seed{t.seed}"
+        return Path(t.out_dir) / name
+
+    # ------------------------------------------------------------------ checkpoints
+    def _doc(self) -> dict[str, Any]:
+        return {
+            "model": self.cfg.model.name,
+            "model_kwargs": self.model_kwargs,
+            "classes": self.data.classes,
+            "image_size": list(self.data.image_size),
+            "in_chans": self.data.in_chans,
+            "data": self.cfg.data.name,
+            "normalizer": tensors_to_json(self.data.normalizer_state),
+            "reslearn_version": __version__,
+            "git_commit": self.commit,
+        }
+
+    def save_checkpoint(self) -> Path:
+        opt_tensors, opt_meta = flatten_optimizer(self.optimizer)
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors.update(opt_tensors)
+        tensors["rng.torch"] = torch.get_rng_state()
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        meta = {
+            **self._doc(),
+            "kind": "training",
+            "iteration": self.iteration,
+            "optimizer": opt_meta,
+            "policy": self.policy.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "best": self.best,
+            "config": config_to_dict(self.cfg),
+        }
+        ckdir = self.run_dir / "checkpoints"
+        path = ckdir / f"iter-{self.iteration:08d}.safetensors"
+        save_tensors(path, tensors, meta)
+        for old in sorted(ckdir.glob("iter-*.safetensors"))[: -self.cfg.train.keep_last]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def save_weights(self, name: str, metrics: dict[str, Any] | None = None) -> Path:
+        path = self.run_dir / name
+        save_tensors(path, dict(self.model.state_dict()),
+                     {**self._doc(), "kind": "weights", "iteration": self.iteration, "metrics": metrics or {}})
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        tensors, meta = load_tensors(path)
+        if meta.get("kind") != "training":
+            raise ReslearnError(f"{path} is not a training checkpoint (kind={meta.get('kind')})")
+        if meta["model"] != self.cfg.model.name:
+            raise ReslearnError(f"{path} holds {meta['model']}, but the config trains {self.cfg.model.name}")
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        self.optimizer.load_state_dict(unflatten_optimizer(tensors, meta["optimizer"]))
+        self.policy.load_state_dict(meta["policy"])
+        if meta.get("scaler"):
+            self.scaler.load_state_dict(meta["scaler"])
+        torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        self.iteration, self.best = meta["iteration"], meta.get("best")
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        if self.dist.main:
+            self.model.eval()
+            with self._autocast():
+                for split, src in self.data.evals.items():
+                    out[split] = self.task.evaluate(self.model, src)
+            self.model.train()
+        if self.dist.world > 1:  # every rank needs the numbers (plateau LR, best checkpoint)
+            box = [out]
+            dist.broadcast_object_list(box, src=0)
+            out = box[0]
+        return out
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, *, resume: bool = False) -> dict[str, Any]:
+        cfg, t = self.cfg, self.cfg.train
+        self.commit = git_commit()
+        resumed_from = None
+        if resume:
+            ck = find_latest_checkpoint(self.run_dir)
+            if ck is None:
+                raise ReslearnError(f"--resume: no checkpoint in {self.run_dir / 'checkpoints'}")
+            self.load_checkpoint(ck)
+            resumed_from = self.iteration
+        elif find_latest_checkpoint(self.run_dir) is not None:
+            raise ReslearnError(f"{self.run_dir} already holds a run; use --resume or another train.run_name")
+        logger = None
+        if self.dist.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(dump_config(cfg))
+            (self.run_dir / "run.json").write_text(json.dumps({
+                "reslearn_version": __version__, "git_commit": self.commit, "torch": torch.__version__,
+                "device": str(self.device), "world_size": self.dist.world, "data": self.data.info,
+                "model_kwargs": self.model_kwargs, "resumed_from": resumed_from,
+            }, indent=2))
+            logger = MetricLogger(self.run_dir, tensorboard=t.tensorboard, resume_from=resumed_from)
+        try:
+            self._loop(logger)
+        finally:
+            if logger:
+                logger.close()
+        return self.final
+
+    def _loop(self, logger: MetricLogger | None) -> None:
+        cfg, t = self.cfg, self.cfg.train
+        total, accum = cfg.schedule.iterations, cfg.optim.accum_steps
+        src = self.data.train
+        steps_per_epoch = len(src) // accum
+        if steps_per_epoch < 1:
+            raise ReslearnError(f"the training set is smaller than one batch of {cfg.optim.batch_size}")
+        bar = None
+        if self.dist.main and t.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, initial=self.iteration, desc=cfg.model.name, unit="it",
+                       dynamic_ncols=True, leave=True)
+        self.model.train()
+        acc = torch.zeros(3, dtype=torch.float64)  # loss sum, wrong, n since last log
+        t0, seen, start_time = time.perf_counter(), 0, time.perf_counter()
+        while self.iteration < total:
+            epoch, pos = divmod(self.iteration, steps_per_epoch)
+            for m, batch in enumerate(src.iter_epoch(epoch, start=pos * accum)):
+                it = self.iteration
+                lr = self.policy.lr(it)
+                for g in self.optimizer.param_groups:
+                    g["lr"] = lr
+                stats = self._micro_step(batch, m, accum)
+                if stats is None:
+                    continue
+                loss_sum, wrong, n = stats
+                if not math.isfinite(loss_sum):
+                    raise NonFiniteLoss(
+                        f"loss became {loss_sum} at iteration {it} (lr {lr:g}); the last good "
+                        f"checkpoint is kept in {self.run_dir / 'checkpoints'}")
+                self.iteration += 1
+                self.policy.after_step(it, wrong, n)
+                acc += torch.tensor([loss_sum, wrong, n], dtype=torch.float64)
+                seen += n
+                done = self.iteration
+                if bar:
+                    bar.update(1)
+                if done % t.log_every == 0 or done == total or done % t.eval_every == 0:
+                    el = time.perf_counter() - t0
+                    row = {"iteration": done, "epoch": round(done / steps_per_epoch, 3), "lr": lr,
+                           "train_loss": float(acc[0] / acc[2]), "train_err": float(100 * acc[1] / acc[2]),
+                           "images_per_s": seen / el if el > 0 else None,
+                           "elapsed_s": time.perf_counter() - start_time}
+                    if bar:
+                        bar.set_postfix(loss=f"{row['train_loss']:.3f}", err=f"{row['train_err']:.1f}%",
+                                        lr=f"{lr:.3g}", img_s=f"{row['images_per_s'] or 0:.0f}")
+                    if done % t.eval_every == 0 or done == total:
+                        row.update(self._eval_and_track())
+                        # training error of the last logged window, beside the eval numbers
+                        self.final["train_err"] = row["train_err"]
+                        self.final["train_loss"] = row["train_loss"]
+                    if logger:
+                        logger.log(row)
+                    acc.zero_()
+                    t0, seen = time.perf_counter(), 0
+                if (done % t.checkpoint_every == 0 or done == total) and self.dist.main:
+                    self.save_checkpoint()
+                if done >= total:
+                    break
+        if bar:
+            bar.close()
+        if self.dist.main:
+            self.save_weights("model.safetensors", self.final)
+            (self.run_dir / "final.json").write_text(json.dumps(self.final, indent=2))
+        if self.dist.world > 1:
+            dist.barrier()
+
+    def _micro_step(self, batch, m: int, accum: int):
+        """Forward/backward one micro-batch; steps the optimizer every ``accum`` of them.
+        Returns the step's (loss sum, wrong, n) over all ranks after a step, else None."""
+        if m % accum == 0:
+            self.optimizer.zero_grad(set_to_none=True)
+            self._step_stats = torch.zeros(3, dtype=torch.float64)
+        last = m % accum == accum - 1
+        sync = contextlib.nullcontext()
+        if self.ddp is not None and not last:
+            sync = self.ddp.no_sync()
+        with sync:
+            with self._autocast():
+                loss, sums = self.task.loss(self.forward_model, batch)
+            self.scaler.scale(loss / accum).backward()
+        n = float(sums.get("n", 1))
+        self._step_stats += torch.tensor([float(loss.detach()) * n, float(sums.get(self.task.primary, 0)), n],
+                                         dtype=torch.float64)
+        if not last:
+            return None
+        stats = self._step_stats
+        if self.dist.world > 1:
+            dist.all_reduce(stats)
+        if math.isfinite(float(stats[0])):
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        # The loss is a *sum* over the step's samples, so logging can average it exactly.
+        return float(stats[0]), float(stats[1]), float(stats[2])
+
+    def _eval_and_track(self) -> dict[str, Any]:
+        ev = self.evaluate()
+        row: dict[str, Any] = {}
+        for split, metrics in ev.items():
+            row[f"{split}_loss"] = metrics.get("loss")
+            row[f"{split}_err"] = metrics.get(self.task.primary)
+        row["test_top5_err"] = ev.get("test", {}).get("top5_err")
+        pick = ev.get("val") or ev.get("test") or {}
+        score = pick.get(self.task.primary)
+        if score is not None:
+            self.policy.after_eval(score)
+            if self.dist.main and (self.best is None or score < self.best):
+                self.best = score
+                self.save_weights("best.safetensors", {"selected_on": "val" if "val" in ev else "test", **ev})
+        self.final = {"iteration": self.iteration, **{s: m for s, m in ev.items()},
+                      "best_" + self.task.primary: self.best}
+        return row
+
+
+def train(cfg: Config, *, resume: bool = False, run_dir: str | Path | None = None,
+          task: Task | None = None) -> dict[str, Any]:
+    """Train according to ``cfg``; returns the final evaluation metrics."""
+    trainer = Trainer(cfg, run_dir=Path(run_dir) if run_dir else None, task=task)
+    return trainer.fit(resume=resume)
+
+
+def config_of_run(run_dir: Path) -> Config:
+    import yaml
+
+    return config_from_dict(yaml.safe_load((Path(run_dir) / "config.yaml").read_text()))

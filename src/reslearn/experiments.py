@@ -1,0 +1,87 @@
+"""Runs of several networks with one recipe, compared side by side (the shape of every
+experiment in He et al. 2016: plain vs residual, shallow vs deep)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import Config, load_config
+from .engine.trainer import find_latest_checkpoint, train
+from .errors import ReslearnError
+from .plotting import plot_runs
+
+__all__ = ["compare", "format_table", "demo_data_overrides"]
+
+
+def _run_one(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    final = run_dir / "final.json"
+    if final.is_file():  # done already: resumable experiments skip finished nets
+        return json.loads(final.read_text())
+    return train(cfg, run_dir=run_dir, resume=find_latest_checkpoint(run_dir) is not None)
+
+
+def compare(models: Sequence[str], *, recipe: str | None, overrides: Sequence[str], out_dir: str | Path,
+            seeds: Sequence[int] = (0,), title: str | None = None) -> dict[str, Any]:
+    """Train each of ``models`` with the same recipe, overrides and seeds under ``out_dir``;
+    write ``curves.png`` and ``results.json``; return per-model results."""
+    out = Path(out_dir)
+    results: dict[str, Any] = {}
+    run_dirs, labels = [], []
+    for name in models:
+        per_seed = []
+        for seed in seeds:
+            cfg = load_config(recipe, list(overrides) + [f"model.name={name}", f"train.seed={seed}"])
+            run_dir = out / f"{name}-seed{seed}"
+            res = _run_one(cfg, run_dir)
+            per_seed.append(res)
+            if seed == seeds[0]:
+                run_dirs.append(run_dir)
+                labels.append(name)
+        results[name] = per_seed
+    plot_runs(run_dirs, out / "curves.png", labels=labels, title=title)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def summarize_runs(results: dict[str, Any], *, split: str = "test") -> list[dict[str, Any]]:
+    """Per model: final train error (last logged window), eval error, mean and std over seeds."""
+    import statistics
+
+    rows = []
+    for name, runs in results.items():
+        errs = [r[split]["top1_err"] for r in runs if split in r]
+        rows.append({
+            "model": name,
+            "seeds": len(runs),
+            "err_mean": statistics.fmean(errs) if errs else float("nan"),
+            "err_std": statistics.stdev(errs) if len(errs) > 1 else 0.0,
+            "errs": errs,
+        })
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+    head = [h for h, _ in columns]
+    body = [[(f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k])) for _, k in columns] for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*b) for b in body])
+
+
+def demo_data_overrides() -> list[str]:
+    """The demo's offline data: CIFAR-10 if a copy is found, else Debian's Fashion-MNIST."""
+    from .config import DataConfig
+    from .data.idx import find_idx_root
+    from .engine.data import default_data_roots, resolve_root
+
+    if resolve_root(DataConfig(name="cifar10")) is not None:
+        return ["data.name=cifar10"]
+    if find_idx_root("fashion-mnist") is not None:
+        return ["data.name=fashion-mnist"]
+    raise ReslearnError(
+        "no offline data found: put CIFAR-10 (cifar-10-batches-py/) in one of "
+        + ", ".join(str(r) for r in default_data_roots())
+        + ", or install Debian's dataset-fashion-mnist, or pass data.download=true")
