@@ -5,7 +5,17 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.reslearn-installed
 
-.PHONY: test install readme clean-venv
+.PHONY: demo test install readme data bench clean-venv
+
+# The first command: set up, prepare offline data, train resnet20 and plain20 briefly, compare.
+demo: $(STAMP) data
+	$(PY) -m reslearn.cli demo
+
+data: $(STAMP)
+	PY=$(PY) bash scripts/prepare_data.sh
+
+bench: $(STAMP) data
+	$(PY) benchmarks/pipeline.py --data .data
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)

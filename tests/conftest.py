@@ -18,6 +18,14 @@ def require_data(path: Path, what: str) -> Path:
     return Path(path)
 
 
+# Under `pytest -n 2` on 2 cores, torch's default of one intra-op thread per core gives 4 busy
+# threads on 2 cores; they spin against each other and small-model tests run many times slower.
+# Subprocesses the tests start (CLI runs) inherit OMP_NUM_THREADS=1 too.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

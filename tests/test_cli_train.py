@@ -102,8 +102,9 @@ def test_compare_and_demo(data_root, tmp_path):
 def test_user_errors_are_one_line(args, needle, tmp_path):
     r = run(*args, "--run-dir", str(tmp_path / "x")) if args[0] == "train" else run(*args)
     assert r.returncode == 2, r.stderr
-    err = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    err = [ln for ln in r.stderr.strip().splitlines() if ln.strip() and "warning:" not in ln]
     assert len(err) == 1 and needle in err[0], r.stderr
+    assert all(ln.startswith("reslearn") for ln in r.stderr.strip().splitlines()), r.stderr
 
 
 def test_channel_mismatch_is_an_error(tmp_path):

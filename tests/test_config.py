@@ -61,6 +61,15 @@ def test_unknown_recipe_and_bad_yaml(tmp_path):
 
 
 def test_override_types_parse_as_yaml():
-    cfg = apply_overrides(Config(), ["train.deterministic=true", "schedule.milestones=[10, 20]", "optim.lr=1"])
+    cfg = apply_overrides(Config(), ["train.deterministic=true", "schedule.milestones=[10, 20]", "optim.lr=1",
+                                     "optim.weight_decay=5e-4"])
+    assert cfg.optim.weight_decay == 5e-4
     assert cfg.train.deterministic is True and cfg.schedule.milestones == [10, 20]
     assert isinstance(cfg.optim.lr, float)
+
+
+def test_yaml_12_scalars_keep_keywords_as_strings():
+    cfg = apply_overrides(Config(), ["data.options.words=[yes, no, on, off]", "data.options.gain=1e-3",
+                                     "train.progress=false"])
+    assert cfg.data.options == {"words": ["yes", "no", "on", "off"], "gain": 1e-3}
+    assert cfg.train.progress is False

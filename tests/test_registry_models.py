@@ -40,7 +40,9 @@ def test_forward_backward_interface(name):
         feats = model.forward_features(x)
         assert torch.allclose(model.forward_head(feats), model(x), atol=1e-5)
         pre = model.forward_head(feats, pre_logits=True)
-    assert pre.shape == (2, model.num_features)
+    # sequence models keep the time axis: (B, T, num_features)
+    lead = (2, out.shape[1]) if info.task == "sequence" else (2,)
+    assert pre.shape == (*lead, model.num_features)
     model.reset_classifier(7)
     with torch.no_grad():
         assert model(x).shape[-1] == 7

@@ -135,8 +135,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     final = trainer.fit(resume=args.resume)
     if trainer.dist.main:
         plot_runs([trainer.run_dir], trainer.run_dir / "curves.png", labels=[cfg.model.name])
-        errs = "  ".join(f"{s} error {m['top1_err']:.2f}%" for s, m in final.items()
-                         if isinstance(m, dict) and "top1_err" in m)
+        key = trainer.task.primary  # top1_err for classification; wer, mae, pe for the applications
+        label = "error" if key == "top1_err" else key
+        errs = "  ".join(f"{s} {label} {m[key]:.2f}" + ("%" if key.endswith("err") else "")
+                         for s, m in final.items() if isinstance(m, dict) and key in m)
         print(f"{cfg.model.name}: {errs}  ->  {trainer.run_dir}")
     return 0
 
@@ -238,6 +240,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", "-r", default="cifar10_quick")
     p.add_argument("--out", "-o", default="runs/compare")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per model (mean +- std)")
+    p.add_argument("--jobs", "-j", type=int, default=1, help="train this many models at once")
     p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="key=value")
     p.set_defaults(func=_cmd_compare)
 
@@ -246,7 +249,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from .experiments import compare, format_table, summarize_runs
 
     res = compare(args.models, recipe=args.recipe, overrides=args.overrides, out_dir=args.out,
-                  seeds=range(args.seeds))
+                  seeds=range(args.seeds), jobs=args.jobs)
     rows = summarize_runs(res)
     print(format_table(rows, [("model", "model"), ("test error %", "err_mean"), ("std", "err_std"), ("seeds", "seeds")]))
     print(f"curves: {Path(args.out) / 'curves.png'}")
@@ -277,6 +280,164 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- experiments
+def _add_budget(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--iterations", type=int, help="shrink the paper's schedule to N iterations "
+                   "(lr /10 at 50%% and 75%%); default: the paper's full 64k")
+    p.add_argument("--train-subset", type=int, default=0, help="train on the first N images only")
+    p.add_argument("--test-subset", type=int, default=0, help="test on the first N images only")
+    p.add_argument("--out", "-o")
+    p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="key=value",
+                   help="further config overrides for every run (e.g. data.root=DIR train.device=cuda)")
+    p.add_argument("--jobs", "-j", type=int, default=1,
+                   help="train this many nets at once (subprocesses; small nets share one GPU well)")
+
+
+@subcommand
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reproduce", help="re-run an experiment of He et al. 2016",
+                       description="Regenerate a figure or table of He et al. 2016 from real runs.")
+    ex = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
+    d = ex.add_parser("degradation", help="plain vs ResNet, 20-56 layers on CIFAR-10 (Fig. 6), 18/34 on "
+                      "an ImageFolder set (Fig. 4)")
+    d.add_argument("--depths", type=int, nargs="+", default=[20, 32, 44, 56])
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--imagefolder", help="also run plain/ResNet-18/34 on this ImageFolder root (Fig. 4)")
+    d.add_argument("--imagenet-iterations", type=int)
+    _add_budget(d)
+    d.set_defaults(func=_cmd_degradation)
+    t = ex.add_parser("cifar-table", help="the Table 6 ladder, 20-1202 layers, errors beside the paper's")
+    t.add_argument("--depths", type=int, nargs="+", default=[20, 32, 44, 56, 110, 1202])
+    t.add_argument("--seeds", type=int, default=1, help="runs per depth: mean +- std (the paper: best of 5 for 110)")
+    _add_budget(t)
+    t.set_defaults(func=_cmd_cifar_table)
+
+
+def _cmd_degradation(args: argparse.Namespace) -> int:
+    from .reproduce import degradation, format_degradation
+
+    r = degradation(depths=args.depths, iterations=args.iterations, train_subset=args.train_subset,
+                    test_subset=args.test_subset, seed=args.seed, out=args.out or "runs/degradation",
+                    imagefolder=args.imagefolder, imagenet_iterations=args.imagenet_iterations,
+                    overrides=args.overrides, jobs=args.jobs)
+    print(format_degradation(r))
+    print(f"figure: {r['figure']}")
+    return 0
+
+
+def _cmd_cifar_table(args: argparse.Namespace) -> int:
+    from .reproduce import cifar_table, format_cifar_table
+
+    rows = cifar_table(depths=args.depths, seeds=args.seeds, iterations=args.iterations,
+                       train_subset=args.train_subset, test_subset=args.test_subset,
+                       out=args.out or "runs/cifar_table", overrides=args.overrides, jobs=args.jobs)
+    print(format_cifar_table(rows))
+    return 0
+
+
+@subcommand
+def _add_analyze(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("analyze", help="analyses of trained models")
+    ex = p.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True)
+    r = ex.add_parser("responses", help="std of 3x3 layer responses, plain vs ResNet (Fig. 7)")
+    r.add_argument("checkpoints", nargs="+")
+    r.add_argument("--data", help="data root (default: the run's)")
+    r.add_argument("--limit", type=int, default=0, help="use the first N test images")
+    r.add_argument("--out", "-o", default="responses.png")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=_cmd_responses)
+    c = ex.add_parser("roc", help="keyword-spotting ROC (false alarm vs false reject) of KWS checkpoints")
+    c.add_argument("checkpoints", nargs="+")
+    c.add_argument("--data", help="Speech Commands folder (default: the run's)")
+    c.add_argument("--split", default="test", choices=["test", "val"])
+    c.add_argument("--max-far", type=float, help="x-axis limit, e.g. 0.2")
+    c.add_argument("--device", default="cpu")
+    c.add_argument("--out", "-o", default="roc.png")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=_cmd_roc)
+
+
+def _cmd_roc(args: argparse.Namespace) -> int:
+    from .speech.roc import kws_roc
+
+    r = kws_roc(args.checkpoints, out=args.out, root=args.data, split=args.split, device=args.device,
+                max_far=args.max_far)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    for c in r["curves"]:
+        print(f"{c['label']:<24} accuracy {c['accuracy']:6.2f}%  false rejects at 1% / 5% false alarms "
+              f"{100 * c['frr_at_far_1pct']:.1f}% / {100 * c['frr_at_far_5pct']:.1f}%  ({c['n']} clips)")
+    print(f"figure: {r['png']}")
+    return 0
+
+
+def _cmd_responses(args: argparse.Namespace) -> int:
+    from .analysis import analyze_responses
+
+    r = analyze_responses(args.checkpoints, root=args.data, limit=args.limit, out=args.out)
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        for label, layers in r["layers"].items():
+            stds = [s for _, s in layers]
+            print(f"{label:<24} {len(stds)} layers  mean std {sum(stds) / len(stds):.3f}  "
+                  f"max {max(stds):.3f}  min {min(stds):.3f}")
+        print(f"figure: {r['png']}")
+    return 0
+
+
+@subcommand
+def _add_ensemble(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ensemble", help="average the softmax of several models; members and ensemble errors")
+    p.add_argument("checkpoints", nargs="+")
+    p.add_argument("--data")
+    p.add_argument("--dataset")
+    p.add_argument("--split", default="test", choices=["test", "val"])
+    p.add_argument("--ten-crop", action="store_true")
+    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_ensemble)
+
+
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from .engine.evaluate import ensemble_checkpoints
+
+    r = ensemble_checkpoints(args.checkpoints, root=args.data, dataset=args.dataset, split=args.split,
+                             ten_crop=args.ten_crop, limit=args.limit, device=args.device)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    for m in r["members"]:
+        print(f"{m['model']:<16} top-1 {m['top1_err']:6.2f}%  top-5 {m['top5_err']:6.2f}%  {m['checkpoint']}")
+    e = r["ensemble"]
+    print(f"{'ensemble':<16} top-1 {e['top1_err']:6.2f}%  top-5 {e['top5_err']:6.2f}%  ({len(r['members'])} models, {e['n']} images)")
+    return 0
+
+
+@subcommand
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a checkpoint or model to ONNX",
+                       description="Export SOURCE (a .safetensors checkpoint or a registered model name) "
+                       "to ONNX with a dynamic batch axis; checks the outputs with onnxruntime when installed.")
+    p.add_argument("source")
+    p.add_argument("--out", "-o", required=True)
+    p.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"))
+    p.add_argument("--no-check", action="store_true")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    r = export_onnx(args.source, args.out, input_size=args.input_size, check=not args.no_check)
+    diff = r.get("max_abs_diff")
+    note = "" if diff is None else f"; onnxruntime vs PyTorch max abs diff {diff:.2e}"
+    print(f"wrote {r['onnx']} (input {r['input']}){note}")
+    return 0
+
+
 # --------------------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -291,7 +452,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
+    return f"reslearn: warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
+    warnings.formatwarning = _one_line_warning  # one line per warning, no source excerpt
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

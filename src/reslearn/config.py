@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -30,6 +31,25 @@ __all__ = [
     "find_recipe",
     "list_recipes",
 ]
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 scalars: only true/false are booleans (keyword lists such as [yes, no, on, off]
+    stay strings), and 1e-3 is a float (YAML 1.1 wants a dot)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                              list("-+0123456789"))
+
+
+def yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 @dataclass
@@ -57,25 +77,34 @@ class DataConfig:
     image_size: int = 0  # imagefolder-memory: resize to this square size (0 = keep)
     workers: int = 2  # imagefolder: DataLoader worker processes
     on_bad_file: str = "skip"  # imagefolder: skip (with a count) | raise
+    # Keyword arguments of an application data set's builder (speech-commands, digit-strings,
+    # stego, utkface); each builder validates its own and names unknown ones.
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"
+    name: str = "sgd"  # sgd | rmsprop
     lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
+    momentum: float = 0.9  # sgd's momentum, or rmsprop's momentum term
+    nesterov: bool = False  # sgd only
     weight_decay: float = 1e-4
+    # rmsprop (Szegedy et al. 2016/2017: decay 0.9, epsilon 1.0). PyTorch adds eps after the
+    # square root, TensorFlow inside it: g / (sqrt(v) + eps) vs g / sqrt(v + eps).
+    rmsprop_decay: float = 0.9
+    rmsprop_eps: float = 1.0
     batch_size: int = 128  # global batch (all ranks together)
     accum_steps: int = 1  # micro-batches per optimizer step (per rank)
 
 
 @dataclass
 class ScheduleConfig:
-    kind: str = "step"  # step | plateau | cosine
+    kind: str = "step"  # step | plateau | cosine | exponential
     iterations: int = 64000
     milestones: list[int] = field(default_factory=lambda: [32000, 48000])
     gamma: float = 0.1
+    # exponential: lr x gamma every `decay_every` iterations (staircase), e.g. x0.94 every 2 epochs.
+    decay_every: int = 0
     # He et al. 2016 Sec. 4.2 (110 layers): lr 0.01 until training error < 80%, then back to lr.
     warmup_lr: float = 0.0  # 0 = no warm-up
     warmup_until_error: float = 80.0
@@ -119,8 +148,8 @@ _CHOICES = {
     "data.augment": ("standard", "none"),
     "data.normalize": ("per_pixel", "per_channel"),
     "data.on_bad_file": ("skip", "raise"),
-    "optim.name": ("sgd",),
-    "schedule.kind": ("step", "plateau", "cosine"),
+    "optim.name": ("sgd", "rmsprop"),
+    "schedule.kind": ("step", "plateau", "cosine", "exponential"),
     "train.amp": ("none", "bf16", "fp16"),
 }
 
@@ -157,6 +186,12 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         return dict(value)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):
+        # YAML 1.1 reads "1e-3" (no dot) as a string; accept what float() accepts.
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp is type(None) and value is None:
         return None
     if isinstance(tp, type) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
@@ -188,7 +223,7 @@ def _set(cfg: Any, dotted: str, value: Any) -> None:
                 return
             obj = getattr(obj, part)
             continue
-        if part == "kwargs" and not last:  # model.kwargs.shortcut=B
+        if part in ("kwargs", "options") and not last:  # model.kwargs.shortcut=B
             getattr(obj, part)[".".join(parts[i + 1 :])] = value
             return
         if not last:
@@ -220,7 +255,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
             raise ReslearnError(f"override {item!r} is not key=value (e.g. optim.lr=0.05)")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = yaml_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
         _set(cfg, key.strip(), value)
@@ -256,7 +291,7 @@ def load_config(recipe: str | None = None, overrides: list[str] | None = None) -
     if recipe:
         path = find_recipe(recipe)
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml_load(path.read_text()) or {}
         except yaml.YAMLError as e:
             raise ReslearnError(f"recipe {path} is not valid YAML: {str(e).splitlines()[0]}") from None
         config_from_dict(data, cfg)
@@ -279,6 +314,13 @@ def validate(cfg: Config) -> None:
         raise ReslearnError(f"schedule.milestones must be increasing positive iterations; got {s.milestones}")
     if not 0 < s.gamma <= 1:
         raise ReslearnError(f"schedule.gamma must be in (0, 1]; got {s.gamma}")
+    if s.kind == "exponential" and s.decay_every < 1:
+        raise ReslearnError(f"schedule.kind=exponential needs schedule.decay_every >= 1 (iterations); got {s.decay_every}")
+    if o.name == "rmsprop" and o.nesterov:
+        raise ReslearnError("optim.nesterov applies to sgd only, not rmsprop")
+    if o.name == "rmsprop" and not (0 <= o.rmsprop_decay < 1 and o.rmsprop_eps > 0):
+        raise ReslearnError(f"optim.rmsprop_decay must be in [0, 1) and optim.rmsprop_eps > 0; "
+                            f"got {o.rmsprop_decay}, {o.rmsprop_eps}")
     for k in ("eval_every", "log_every", "checkpoint_every", "keep_last"):
         if getattr(t, k) < 1:
             raise ReslearnError(f"train.{k} must be >= 1; got {getattr(t, k)}")

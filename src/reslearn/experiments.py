@@ -23,13 +23,54 @@ def _run_one(cfg: Config, run_dir: Path) -> dict[str, Any]:
     return train(cfg, run_dir=run_dir, resume=find_latest_checkpoint(run_dir) is not None)
 
 
+def _run_parallel(jobs: list[tuple[list[str], Path]], n: int) -> None:
+    """Train several runs at once as ``reslearn train`` subprocesses (small nets leave a GPU
+    mostly idle, so several share it well). Each keeps its own log in ``RUN_DIR/train.log``."""
+    import subprocess
+    import sys
+    import time
+
+    pending, running, failed = list(jobs), [], []
+    while pending or running:
+        while pending and len(running) < n:
+            args, run_dir = pending.pop(0)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            log = open(run_dir / "train.log", "w")
+            cmd = [sys.executable, "-m", "reslearn.cli", "train", *args, "--run-dir", str(run_dir)]
+            if find_latest_checkpoint(run_dir) is not None:
+                cmd.append("--resume")
+            running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), run_dir, log))
+        time.sleep(0.5)
+        for job in list(running):
+            proc, run_dir, log = job
+            if proc.poll() is not None:
+                log.close()
+                running.remove(job)
+                if proc.returncode != 0:
+                    failed.append(run_dir)
+    if failed:
+        last = (failed[0] / "train.log").read_text().strip().splitlines()[-1:] or [""]
+        raise ReslearnError(f"{len(failed)} run(s) failed, e.g. {failed[0]}: {last[0]}")
+
+
 def compare(models: Sequence[str], *, recipe: str | None, overrides: Sequence[str], out_dir: str | Path,
-            seeds: Sequence[int] = (0,), title: str | None = None) -> dict[str, Any]:
-    """Train each of ``models`` with the same recipe, overrides and seeds under ``out_dir``;
-    write ``curves.png`` and ``results.json``; return per-model results."""
+            seeds: Sequence[int] = (0,), title: str | None = None, jobs: int = 1) -> dict[str, Any]:
+    """Train each of ``models`` with the same recipe, overrides and seeds under ``out_dir``
+    (``jobs`` runs at a time); write ``curves.png`` and ``results.json``; return per-model results."""
     out = Path(out_dir)
     results: dict[str, Any] = {}
     run_dirs, labels = [], []
+    if jobs > 1:
+        todo = []
+        for name in models:
+            for seed in seeds:
+                run_dir = out / f"{name}-seed{seed}"
+                if not (run_dir / "final.json").is_file():
+                    load_config(recipe, list(overrides) + [f"model.name={name}"])  # fail fast on bad keys
+                    args = (["--recipe", recipe] if recipe else []) + list(overrides) + [
+                        f"model.name={name}", f"train.seed={seed}", "train.progress=false"]
+                    todo.append((args, run_dir))
+        _run_parallel(todo, jobs)
     for name in models:
         per_seed = []
         for seed in seeds:

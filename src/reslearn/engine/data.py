@@ -18,7 +18,15 @@ from ..errors import ReslearnError
 __all__ = ["DataBundle", "build_data", "default_data_roots", "resolve_root", "IN_MEMORY"]
 
 IN_MEMORY = ("cifar10", "cifar100", "fashion-mnist", "mnist", "imagefolder-memory")
-KNOWN = IN_MEMORY + ("imagefolder",)
+# Application data sets: name -> "module:function" building a DataBundle (with its own task) from
+# (cfg, batch_size=, seed=, device=, rank=, world_size=, accum_steps=). Imported lazily.
+APP_DATA = {
+    "speech-commands": "reslearn.speech.commands:build_bundle",
+    "digit-strings": "reslearn.speech.digits:build_bundle",
+    "stego": "reslearn.apps.stego:build_bundle",
+    "utkface": "reslearn.apps.faces:build_bundle",
+}
+KNOWN = IN_MEMORY + ("imagefolder",) + tuple(APP_DATA)
 
 
 @dataclass
@@ -32,6 +40,7 @@ class DataBundle:
     normalizer_state: dict[str, torch.Tensor] = field(default_factory=dict)
     train_size: int = 0
     info: dict[str, Any] = field(default_factory=dict)
+    task: Any = None  # a Task; None = classification
 
 
 def default_data_roots() -> list[Path]:
@@ -112,6 +121,21 @@ def build_data(
 ) -> DataBundle:
     if cfg.name not in KNOWN:
         raise ReslearnError(f"data.name must be one of {', '.join(KNOWN)}; got {cfg.name!r}")
+    if cfg.name in APP_DATA:
+        import importlib
+        import inspect
+
+        module, func = APP_DATA[cfg.name].split(":")
+        builder = getattr(importlib.import_module(module), func)
+        allowed = [k for k in inspect.signature(builder).parameters if k not in (
+            "cfg", "batch_size", "seed", "device", "rank", "world_size", "accum_steps")]
+        for key in cfg.options:
+            if key not in allowed:
+                raise ReslearnError(f"unknown option data.options.{key} for {cfg.name}; allowed: {', '.join(allowed)}")
+        return builder(cfg, batch_size=batch_size, seed=seed, device=device, rank=rank,
+                       world_size=world_size, accum_steps=accum_steps, **cfg.options)
+    if cfg.options:
+        raise ReslearnError(f"data.options are for application data sets ({', '.join(APP_DATA)}), not {cfg.name}")
     if cfg.name == "imagefolder":
         return _build_folder(cfg, batch_size=batch_size, seed=seed, device=device, rank=rank,
                              world_size=world_size, accum_steps=accum_steps,

@@ -16,7 +16,7 @@ from ..errors import ReslearnError
 from .data import IN_MEMORY, _load_arrays
 from .task import ClassificationTask, topk_wrong
 
-__all__ = ["evaluate_checkpoint", "predict_images"]
+__all__ = ["evaluate_checkpoint", "ensemble_checkpoints", "collect_probs", "errors_from_probs", "predict_images"]
 
 
 def _normalizer(doc: dict[str, Any], device):
@@ -35,11 +35,18 @@ def _data_cfg(doc: dict[str, Any], *, root: str | None, dataset: str | None) -> 
     return cfg
 
 
+def errors_from_probs(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    n = max(len(labels), 1)
+    nll = float(F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum"))
+    return {"loss": nll / n, "top1_err": 100 * topk_wrong(probs, labels, 1) / n,
+            "top5_err": 100 * topk_wrong(probs, labels, 5) / n, "n": len(labels)}
+
+
 @torch.no_grad()
-def evaluate_checkpoint(path: str | Path, *, root: str | None = None, dataset: str | None = None,
-                        split: str = "test", ten_crop: bool = False, multi_scale: bool = False,
-                        batch_size: int = 256, device: str = "cpu", limit: int = 0) -> dict[str, Any]:
-    """Top-1/top-5 error of the model in ``path`` on ``split`` of its data set (or another)."""
+def collect_probs(path: str | Path, *, root: str | None = None, dataset: str | None = None,
+                  split: str = "test", ten_crop: bool = False, multi_scale: bool = False,
+                  batch_size: int = 256, device: str = "cpu", limit: int = 0):
+    """Softmax outputs of the model in ``path`` over ``split``: ``(probs, labels, doc, mode)``."""
     dev = torch.device(device)
     model, doc = load_model(path, device=dev)
     cfg = _data_cfg(doc, root=root, dataset=dataset)
@@ -60,14 +67,38 @@ def evaluate_checkpoint(path: str | Path, *, root: str | None = None, dataset: s
         if ds.images.shape[1] != doc["in_chans"]:
             raise ReslearnError(f"the model takes {doc['in_chans']} channels; {cfg.name} has {ds.images.shape[1]}")
         src = InMemorySource(ds.images, ds.labels, batch_size=batch_size, normalize=_normalizer(doc, dev), device=dev)
-        metrics = ClassificationTask().evaluate(model, src)
-        mode = "single"
-    else:
-        metrics, mode = _eval_folder(model, doc, cfg, split, ten_crop, multi_scale, batch_size, dev, limit)
-    return {"checkpoint": str(path), "model": doc["model"], "data": cfg.name, "split": split, "mode": mode, **metrics}
+        probs, labels = [], []
+        for x, y in src.iter_epoch(0):
+            probs.append(F.softmax(model(x).float(), -1))
+            labels.append(y)
+        return torch.cat(probs), torch.cat(labels), doc, "single"
+    return _probs_folder(model, doc, cfg, split, ten_crop, multi_scale, batch_size, dev, limit)
 
 
-def _eval_folder(model, doc, cfg, split, ten_crop, multi_scale, batch_size, dev, limit):
+def evaluate_checkpoint(path: str | Path, **kw: Any) -> dict[str, Any]:
+    """Top-1/top-5 error of the model in ``path`` on a split of its data set (or another)."""
+    probs, labels, doc, mode = collect_probs(path, **kw)
+    return {"checkpoint": str(path), "model": doc["model"], "data": _data_cfg(doc, root=kw.get("root"), dataset=kw.get("dataset")).name,
+            "split": kw.get("split", "test"), "mode": mode, **errors_from_probs(probs, labels)}
+
+
+def ensemble_checkpoints(paths: Sequence[str | Path], **kw: Any) -> dict[str, Any]:
+    """Average the softmax outputs of several models (He et al. 2016 Table 5: an ensemble of six
+    models gave 3.57% top-5 error); report each member and the ensemble."""
+    if len(paths) < 2:
+        raise ReslearnError("an ensemble needs at least two checkpoints")
+    members, total, ref = [], None, None
+    for p in paths:
+        probs, labels, doc, mode = collect_probs(p, **kw)
+        if ref is not None and not torch.equal(labels, ref):
+            raise ReslearnError(f"{p} was evaluated on different data than {paths[0]} (the members must share a data set)")
+        ref = labels
+        total = probs if total is None else total + probs
+        members.append({"checkpoint": str(p), "model": doc["model"], **errors_from_probs(probs, labels)})
+    return {"members": members, "ensemble": errors_from_probs(total / len(paths), ref), "mode": mode}
+
+
+def _probs_folder(model, doc, cfg, split, ten_crop, multi_scale, batch_size, dev, limit):
     from ..data import testtime, transforms
     from ..data.folder import ImageFolderDataset
 
@@ -76,31 +107,28 @@ def _eval_folder(model, doc, cfg, split, ten_crop, multi_scale, batch_size, dev,
     if ten_crop:
         tf, mode = transforms.ten_crop_transform(crop=crop, resize=resize), "10-crop"
     elif multi_scale:
-        tf, mode = None, "multi-scale"
+        # the whole image, normalised; predict_multi_scale resizes it to each scale (and flips)
+        from torchvision.transforms import v2
+
+        tf = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+                         transforms._normalize(transforms.IMAGENET_MEAN, None), v2.ToPureTensor()])
+        mode = "multi-scale"
     else:
         tf, mode = transforms.imagenet_eval_transform(crop=crop, resize=resize), "center-crop"
     ds = ImageFolderDataset(cfg.root, split=split, transform=tf, on_error=cfg.on_bad_file)
     idx = range(min(limit, len(ds))) if limit else range(len(ds))
-    w1 = w5 = n = 0
-    loss = 0.0
     bs = 1 if multi_scale else max(1, batch_size // (10 if ten_crop else 1))
+    probs, labels = [], []
     for start in range(0, len(idx), bs):
         items = [ds[i] for i in idx[start : start + bs]]
-        y = torch.tensor([int(t) for _, t in items], device=dev)
+        labels.append(torch.tensor([int(t) for _, t in items], device=dev))
         if ten_crop:
-            probs = testtime.predict_ten_crop(model, torch.stack([x for x, _ in items]).to(dev))
+            probs.append(testtime.predict_ten_crop(model, torch.stack([x for x, _ in items]).to(dev)))
         elif multi_scale:
-            img = items[0][0]
-            norm = transforms.imagenet_eval_transform(crop=crop, resize=resize, normalize_only=True)
-            probs = testtime.predict_multi_scale(model, [norm(s).to(dev) for s in transforms.multi_scale_inputs(img)])
+            probs.append(testtime.predict_multi_scale(model, [items[0][0].to(dev)]))
         else:
-            probs = F.softmax(model(torch.stack([x for x, _ in items]).to(dev)).float(), -1)
-        loss += float(F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum"))
-        w1 += topk_wrong(probs, y, 1)
-        w5 += topk_wrong(probs, y, 5)
-        n += len(y)
-    n = max(n, 1)
-    return {"loss": loss / n, "top1_err": 100 * w1 / n, "top5_err": 100 * w5 / n, "n": n}, mode
+            probs.append(F.softmax(model(torch.stack([x for x, _ in items]).to(dev)).float(), -1))
+    return torch.cat(probs), torch.cat(labels), doc, mode
 
 
 @torch.no_grad()

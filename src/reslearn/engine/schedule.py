@@ -16,6 +16,8 @@ class LRPolicy:
     - ``plateau``: lr x gamma when the eval error has not improved for ``patience`` evaluations
       ("divided by 10 when the error plateaus", ImageNet, Sec. 3.4).
     - ``cosine``: half a cosine from lr to ``min_lr``.
+    - ``exponential``: lr x gamma every ``decay_every`` iterations, staircase (Inception-v4:
+      x0.94 every two epochs).
     - warm-up (Sec. 4.2, 110 layers): ``warmup_lr`` until the training error over the last 50
       iterations is below ``warmup_until_error`` percent (or ``warmup_max_iterations`` pass).
     """
@@ -38,6 +40,8 @@ class LRPolicy:
             return self.base_lr * c.gamma ** sum(it >= m for m in c.milestones)
         if c.kind == "plateau":
             return max(self.base_lr * self.plateau_scale, c.min_lr)
+        if c.kind == "exponential":
+            return self.base_lr * c.gamma ** (it // c.decay_every)
         return c.min_lr + 0.5 * (self.base_lr - c.min_lr) * (1 + math.cos(math.pi * it / c.iterations))
 
     def after_step(self, it: int, wrong: float, n: float) -> None:

@@ -128,14 +128,15 @@ class Trainer:
         t = cfg.train
         if t.threads:
             torch.set_num_threads(t.threads)
+        model_info(cfg.model.name)  # an unknown name fails now, before any data is read
         self.dist, self.device = init_distributed(t.device)
         seed_everything(t.seed, t.deterministic)
-        self.task = task or ClassificationTask()
         self.data = data or build_data(
             cfg.data, batch_size=cfg.optim.batch_size, seed=t.seed, device=self.device,
             rank=self.dist.rank, world_size=self.dist.world, accum_steps=cfg.optim.accum_steps,
             channels_last=t.channels_last,
         )
+        self.task = task or self.data.task or ClassificationTask()
         self.model_kwargs = self._model_kwargs()
         torch.manual_seed(t.seed)  # same initial weights on every rank and every run
         self.model: nn.Module = create_model(cfg.model.name, **self.model_kwargs).to(self.device)
@@ -148,30 +149,45 @@ class Trainer:
                     raise ReslearnError("train.sync_bn needs CUDA (SyncBatchNorm has no CPU kernel)")
                 self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             self.ddp = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                # e.g. the age/gender model: a batch of one gender leaves the other age net idle
+                find_unused_parameters=bool(getattr(self.model, "ddp_find_unused_parameters", False)))
         self.forward_model = self.ddp or self.model
         if t.compile:
             self.forward_model = torch.compile(self.forward_model)
         o = cfg.optim
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
-                                         nesterov=o.nesterov, weight_decay=o.weight_decay)
+        if o.name == "rmsprop":  # Szegedy et al. 2016/2017 (Inception-v4 / Inception-ResNet)
+            self.optimizer: torch.optim.Optimizer = torch.optim.RMSprop(
+                self.model.parameters(), lr=o.lr, alpha=o.rmsprop_decay, eps=o.rmsprop_eps,
+                momentum=o.momentum, weight_decay=o.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
+                                             nesterov=o.nesterov, weight_decay=o.weight_decay)
         self.policy = LRPolicy(cfg.schedule, o.lr)
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.amp]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.amp == "fp16")
         self.iteration = 0
         self.best: float | None = None
+        self.log_acc = torch.zeros(4, dtype=torch.float64)
         self.run_dir = Path(run_dir) if run_dir else self.default_run_dir()
         self.final: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ setup helpers
     def _model_kwargs(self) -> dict[str, Any]:
         info = model_info(self.cfg.model.name)  # unknown names fail here with a suggestion
+        import inspect
+
         kw = dict(self.cfg.model.kwargs)
         want = self.data.in_chans
         if "in_chans" in kw and kw["in_chans"] != want:
             raise ReslearnError(
                 f"model.kwargs.in_chans={kw['in_chans']} but {self.cfg.data.name} images have {want} channels")
-        kw["in_chans"] = want
+        accepts = inspect.signature(info.builder).parameters
+        if "in_chans" in accepts:
+            kw["in_chans"] = want
+        elif want != info.input_size[0]:
+            raise ReslearnError(f"{self.cfg.model.name} takes {info.input_size[0]}-channel input; "
+                                f"{self.cfg.data.name} has {want}")
         kw.setdefault("num_classes", self.data.num_classes)
         if kw["num_classes"] != self.data.num_classes and info.task == "classification":
             raise ReslearnError(
@@ -198,6 +214,13 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> Path:
+        # A finite loss can still come with an update that overflowed the weights: never let
+        # such weights replace the last good checkpoint.
+        if not all(bool(torch.isfinite(v).all()) for v in self.model.state_dict().values()
+                   if v.is_floating_point()):  # parameters and BN statistics
+            raise NonFiniteLoss(
+                f"weights became non-finite at iteration {self.iteration}; the last good "
+                f"checkpoint is kept in {self.run_dir / 'checkpoints'}")
         opt_tensors, opt_meta = flatten_optimizer(self.optimizer)
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         tensors.update(opt_tensors)
@@ -212,6 +235,7 @@ class Trainer:
             "policy": self.policy.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
             "best": self.best,
+            "log_acc": self.log_acc.tolist(),
             "config": config_to_dict(self.cfg),
         }
         ckdir = self.run_dir / "checkpoints"
@@ -242,6 +266,7 @@ class Trainer:
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         self.iteration, self.best = meta["iteration"], meta.get("best")
+        self.log_acc = torch.tensor(meta.get("log_acc", [0.0] * 4), dtype=torch.float64)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, dict[str, float]]:
@@ -307,7 +332,7 @@ class Trainer:
             bar = tqdm(total=total, initial=self.iteration, desc=cfg.model.name, unit="it",
                        dynamic_ncols=True, leave=True)
         self.model.train()
-        acc = torch.zeros(3, dtype=torch.float64)  # loss sum, wrong, n since last log
+        acc = self.log_acc  # loss sum, errors, error denominator, n since the last log row
         t0, seen, start_time = time.perf_counter(), 0, time.perf_counter()
         while self.iteration < total:
             epoch, pos = divmod(self.iteration, steps_per_epoch)
@@ -319,14 +344,14 @@ class Trainer:
                 stats = self._micro_step(batch, m, accum)
                 if stats is None:
                     continue
-                loss_sum, wrong, n = stats
+                loss_sum, wrong, den, n = stats
                 if not math.isfinite(loss_sum):
                     raise NonFiniteLoss(
                         f"loss became {loss_sum} at iteration {it} (lr {lr:g}); the last good "
                         f"checkpoint is kept in {self.run_dir / 'checkpoints'}")
                 self.iteration += 1
-                self.policy.after_step(it, wrong, n)
-                acc += torch.tensor([loss_sum, wrong, n], dtype=torch.float64)
+                self.policy.after_step(it, wrong, den)
+                acc += torch.tensor([loss_sum, wrong, den, n], dtype=torch.float64)
                 seen += n
                 done = self.iteration
                 if bar:
@@ -334,7 +359,7 @@ class Trainer:
                 if done % t.log_every == 0 or done == total or done % t.eval_every == 0:
                     el = time.perf_counter() - t0
                     row = {"iteration": done, "epoch": round(done / steps_per_epoch, 3), "lr": lr,
-                           "train_loss": float(acc[0] / acc[2]), "train_err": float(100 * acc[1] / acc[2]),
+                           "train_loss": float(acc[0] / acc[3]), "train_err": float(100 * acc[1] / max(float(acc[2]), 1)),
                            "images_per_s": seen / el if el > 0 else None,
                            "elapsed_s": time.perf_counter() - start_time}
                     if bar:
@@ -366,7 +391,7 @@ class Trainer:
         Returns the step's (loss sum, wrong, n) over all ranks after a step, else None."""
         if m % accum == 0:
             self.optimizer.zero_grad(set_to_none=True)
-            self._step_stats = torch.zeros(3, dtype=torch.float64)
+            self._step_stats = torch.zeros(4, dtype=torch.float64)
         last = m % accum == accum - 1
         sync = contextlib.nullcontext()
         if self.ddp is not None and not last:
@@ -376,8 +401,11 @@ class Trainer:
                 loss, sums = self.task.loss(self.forward_model, batch)
             self.scaler.scale(loss / accum).backward()
         n = float(sums.get("n", 1))
-        self._step_stats += torch.tensor([float(loss.detach()) * n, float(sums.get(self.task.primary, 0)), n],
-                                         dtype=torch.float64)
+        # training error = sums[num] / sums[den]; a task may name its own pair (CTC: word
+        # errors over reference words), else the primary metric's count over samples
+        num, den = getattr(self.task, "train_error_keys", (self.task.primary, "n"))
+        self._step_stats += torch.tensor([float(loss.detach()) * n, float(sums.get(num, 0)),
+                                          float(sums.get(den, n)), n], dtype=torch.float64)
         if not last:
             return None
         stats = self._step_stats
@@ -387,7 +415,7 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         # The loss is a *sum* over the step's samples, so logging can average it exactly.
-        return float(stats[0]), float(stats[1]), float(stats[2])
+        return float(stats[0]), float(stats[1]), float(stats[2]), float(stats[3])
 
     def _eval_and_track(self) -> dict[str, Any]:
         ev = self.evaluate()
@@ -416,6 +444,6 @@ def train(cfg: Config, *, resume: bool = False, run_dir: str | Path | None = Non
 
 
 def config_of_run(run_dir: Path) -> Config:
-    import yaml
+    from ..config import yaml_load
 
-    return config_from_dict(yaml.safe_load((Path(run_dir) / "config.yaml").read_text()))
+    return config_from_dict(yaml_load((Path(run_dir) / "config.yaml").read_text()))

@@ -11,6 +11,16 @@ from .blocks import (
     he_init,
     make_shortcut,
 )
+from .gates import SigmoidGate
+from .preact import (
+    ORDERINGS,
+    PREACT_ORDERINGS,
+    SHORTCUT_TYPES,
+    BasicUnit,
+    BNReLU,
+    BottleneckUnit,
+    ResidualUnit,
+)
 
 __all__ = [
     "SHORTCUTS",
@@ -22,4 +32,12 @@ __all__ = [
     "describe_module",
     "he_init",
     "make_shortcut",
+    "ORDERINGS",
+    "PREACT_ORDERINGS",
+    "SHORTCUT_TYPES",
+    "BasicUnit",
+    "BNReLU",
+    "BottleneckUnit",
+    "ResidualUnit",
+    "SigmoidGate",
 ]

@@ -1,0 +1,62 @@
+"""A whole image data set held as one uint8 tensor, and the fixed held-out split of the papers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["ArrayDataset", "train_val_split"]
+
+
+@dataclass
+class ArrayDataset:
+    """Images and labels of a small data set (CIFAR, MNIST-like), ready for ``InMemorySource``.
+
+    Attributes:
+        images: uint8 (N, C, H, W).
+        labels: int64 (N,).
+        classes: class names; ``labels`` index into it.
+        name: the data set's name (e.g. ``"cifar10"``).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W); got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.dtype != torch.int64 or self.labels.dim() != 1:
+            raise ValueError(f"labels must be int64 (N,); got {self.labels.dtype} {tuple(self.labels.shape)}")
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor) -> ArrayDataset:
+        """The samples at ``index`` (int64 indices or a bool mask), same classes and name."""
+        index = torch.as_tensor(index)
+        return ArrayDataset(self.images[index], self.labels[index], list(self.classes), self.name)
+
+
+def train_val_split(ds: ArrayDataset, *, val_size: int, seed: int = 0) -> tuple[ArrayDataset, ArrayDataset]:
+    """Split off a fixed random held-out set, e.g. He et al. 2016 Sec. 4.2's 45k/5k CIFAR-10 split
+    (``val_size=5000``).
+
+    The permutation comes from a CPU ``torch.Generator`` seeded with ``seed``, so the split is the
+    same on every run and machine (CPU ``randperm`` does not depend on the accelerator). Both parts
+    keep the original order of the samples.
+
+    Returns:
+        ``(train, val)``, disjoint, together all of ``ds``.
+    """
+    n = len(ds)
+    if not 0 < val_size < n:
+        raise ValueError(f"val_size must be in [1, {n - 1}] for a data set of {n}; got {val_size}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val_idx, _ = perm[:val_size].sort()
+    train_idx, _ = perm[val_size:].sort()
+    return ds.subset(train_idx), ds.subset(val_idx)

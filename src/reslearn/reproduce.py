@@ -1,0 +1,180 @@
+"""One command per experiment of He et al. 2016, "Deep Residual Learning for Image Recognition".
+
+- ``degradation``: plain vs residual nets of 20/32/44/56 layers on CIFAR-10 (Fig. 6), and
+  plain-18/34 vs ResNet-18/34 on an ImageFolder data set (Fig. 4).
+- ``cifar_table``: the Table 6 ladder (20 ... 1202 layers) with the paper's errors beside ours.
+
+Every net of an experiment is trained with the same recipe and seed; budgets (iterations, data
+subset) scale the paper's schedule, keeping its shape (lr /10 at 50% and 75% of the iterations,
+as 32k and 48k of 64k). Runs are resumable and nets already finished are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any, Sequence
+
+from .experiments import compare, format_table
+from .models.cifar_resnet import TABLE6_ERROR
+
+__all__ = ["budget_overrides", "degradation", "cifar_table", "PAPER_TABLE6_PARAMS"]
+
+# Table 6's parameter column (millions), the paper's figures.
+PAPER_TABLE6_PARAMS = {20: 0.27, 32: 0.46, 44: 0.66, 56: 0.85, 110: 1.7, 1202: 19.4}
+
+
+def budget_overrides(iterations: int | None, train_subset: int = 0, test_subset: int = 0) -> list[str]:
+    """Overrides that shrink the paper's schedule to ``iterations`` keeping its shape."""
+    o = []
+    if iterations:
+        o += [f"schedule.iterations={iterations}",
+              f"schedule.milestones=[{max(1, iterations // 2)}, {max(2, iterations * 3 // 4)}]",
+              f"train.eval_every={max(1, iterations // 16)}",
+              f"train.log_every={max(1, min(50, iterations // 32))}",
+              f"train.checkpoint_every={max(1, iterations // 8)}"]
+    if train_subset:
+        o.append(f"data.train_subset={train_subset}")
+    if test_subset:
+        o.append(f"data.test_subset={test_subset}")
+    return o
+
+
+def _final_errors(res: dict[str, Any], split: str) -> tuple[float, float]:
+    return float(res.get("train_err", float("nan"))), float(res.get(split, {}).get("top1_err", float("nan")))
+
+
+def _two_panel_figure(run_sets: dict[str, list[tuple[str, Path]]], out: Path, title: str) -> Path:
+    """Fig. 4 / Fig. 6 style: one panel per family (plain | ResNet), thin train, bold test."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .engine.logging import read_metrics
+
+    fig, axes = plt.subplots(1, len(run_sets), figsize=(5.2 * len(run_sets), 3.8), dpi=120, sharey=True)
+    axes = axes if len(run_sets) > 1 else [axes]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (panel, runs) in zip(axes, run_sets.items()):
+        for i, (label, run_dir) in enumerate(runs):
+            rows = read_metrics(run_dir / "metrics.csv")
+            c = colors[i % len(colors)]
+            tr = [(int(r["iteration"]), float(r["train_err"])) for r in rows if r["train_err"]]
+            te = [(int(r["iteration"]), float(r["test_err"])) for r in rows if r["test_err"]]
+            if tr:
+                ax.plot(*zip(*tr), color=c, lw=0.8, alpha=0.8)
+            if te:
+                ax.plot(*zip(*te), color=c, lw=2.2, label=label)
+        ax.set_title(panel)
+        ax.set_xlabel("iterations")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("error (%)")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def degradation(*, depths: Sequence[int] = (20, 32, 44, 56), recipe: str = "cifar10",
+                iterations: int | None = None, train_subset: int = 0, test_subset: int = 0,
+                seed: int = 0, out: str | Path = "runs/degradation", imagefolder: str | None = None,
+                imagenet_recipe: str = "imagenet", imagenet_iterations: int | None = None,
+                overrides: Sequence[str] = (), jobs: int = 1) -> dict[str, Any]:
+    """Train plain-d and ResNet-d for each depth; figure + table; check the paper's finding."""
+    out = Path(out)
+    budget = budget_overrides(iterations, train_subset, test_subset) + list(overrides)
+    names = [f"plain{d}" for d in depths] + [f"resnet{d}" for d in depths]
+    res = compare(names, recipe=recipe, overrides=budget, out_dir=out / "cifar10", seeds=[seed],
+                  title="CIFAR-10: plain (thin: train, bold: test)", jobs=jobs)
+    rows = []
+    for name in names:
+        tr, te = _final_errors(res[name][0], "test")
+        rows.append({"net": name, "depth": int(name.lstrip("plainresnet")), "train_err": tr, "test_err": te})
+    _two_panel_figure(
+        {"plain": [(f"plain-{d}", out / "cifar10" / f"plain{d}-seed{seed}") for d in depths],
+         "ResNet": [(f"ResNet-{d}", out / "cifar10" / f"resnet{d}-seed{seed}") for d in depths]},
+        out / "fig6_cifar10.png", "CIFAR-10 (He et al. 2016, Fig. 6): thin = training error, bold = test error")
+    result: dict[str, Any] = {"cifar10": rows, "finding": _finding(rows, depths), "budget": budget,
+                              "figure": str(out / "fig6_cifar10.png")}
+    if imagefolder:
+        ib = budget_overrides(imagenet_iterations) + [f"data.root={imagefolder}"] + list(overrides)
+        inames = ["plain18", "plain34", "resnet18", "resnet34"]
+        ires = compare(inames, recipe=imagenet_recipe, overrides=ib, out_dir=out / "imagefolder", seeds=[seed],
+                       jobs=jobs)
+        irows = []
+        for name in inames:
+            tr, te = _final_errors(ires[name][0], "test")
+            irows.append({"net": name, "depth": int(name.lstrip("plainresnet")), "train_err": tr, "test_err": te})
+        _two_panel_figure(
+            {"plain": [(n, out / "imagefolder" / f"{n}-seed{seed}") for n in ("plain18", "plain34")],
+             "ResNet": [(n, out / "imagefolder" / f"{n}-seed{seed}") for n in ("resnet18", "resnet34")]},
+            out / "fig4_imagefolder.png", "ImageFolder (He et al. 2016, Fig. 4): thin = train, bold = val")
+        result["imagefolder"] = irows
+        result["imagefolder_finding"] = _finding(irows, (18, 34))
+    (out / "degradation.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _finding(rows: list[dict[str, Any]], depths: Sequence[int]) -> dict[str, Any]:
+    """The paper's finding: the deepest plain net has a HIGHER training error than the shallowest;
+    the deepest ResNet's is LOWER (or equal)."""
+    by = {r["net"]: r for r in rows}
+    lo, hi = min(depths), max(depths)
+    plain_degrades = by[f"plain{hi}"]["train_err"] > by[f"plain{lo}"]["train_err"]
+    resnet_improves = by[f"resnet{hi}"]["train_err"] <= by[f"resnet{lo}"]["train_err"]
+    return {"plain_deeper_higher_train_error": plain_degrades,
+            "resnet_deeper_lower_or_equal_train_error": resnet_improves,
+            "reproduced": plain_degrades and resnet_improves}
+
+
+def format_degradation(result: dict[str, Any]) -> str:
+    parts = []
+    for key in ("cifar10", "imagefolder"):
+        if key in result:
+            parts.append(f"{key}: final training error (last logged window) and test error, %")
+            parts.append(format_table(result[key], [("net", "net"), ("train error %", "train_err"),
+                                                    ("test error %", "test_err")]))
+            f = result["finding" if key == "cifar10" else "imagefolder_finding"]
+            parts.append(
+                f"deeper plain net has higher training error: {f['plain_deeper_higher_train_error']}; "
+                f"deeper ResNet has lower or equal training error: {f['resnet_deeper_lower_or_equal_train_error']}"
+                f" -> {'the paper' + chr(39) + 's finding is reproduced' if f['reproduced'] else 'not reproduced at this budget'}")
+    return "\n".join(parts)
+
+
+def cifar_table(*, depths: Sequence[int] = (20, 32, 44, 56, 110, 1202), seeds: int = 1,
+                iterations: int | None = None, train_subset: int = 0, test_subset: int = 0,
+                out: str | Path = "runs/cifar_table", overrides: Sequence[str] = (),
+                jobs: int = 1) -> list[dict[str, Any]]:
+    """Table 6: ResNets of each depth on CIFAR-10, ``seeds`` runs each (mean +- std), with the
+    110+-layer warm-up (recipe cifar10_deep) and the paper's numbers beside ours."""
+    from .summary import summarize
+
+    out = Path(out)
+    budget = budget_overrides(iterations, train_subset, test_subset) + list(overrides)
+    rows = []
+    for d in depths:
+        recipe = "cifar10_deep" if d >= 110 else "cifar10"
+        res = compare([f"resnet{d}"], recipe=recipe, overrides=budget, out_dir=out, seeds=range(seeds), jobs=jobs)
+        errs = [r["test"]["top1_err"] for r in res[f"resnet{d}"]]
+        rows.append({
+            "depth": d, "params": summarize(f"resnet{d}").params,
+            "paper_params_M": PAPER_TABLE6_PARAMS.get(d), "paper_err": TABLE6_ERROR.get(d),
+            "err_mean": statistics.fmean(errs), "err_std": statistics.stdev(errs) if len(errs) > 1 else 0.0,
+            "err_best": min(errs), "seeds": len(errs),
+        })
+    (out / "table6.json").write_text(json.dumps({"rows": rows, "budget": budget}, indent=2))
+    return rows
+
+
+def format_cifar_table(rows: list[dict[str, Any]]) -> str:
+    view = [{**r, "ours": f"{r['err_mean']:.2f} +- {r['err_std']:.2f}" if r["seeds"] > 1 else f"{r['err_mean']:.2f}",
+             "params_s": f"{r['params']:,}", "paper_params": f"{r['paper_params_M']}M",
+             "paper": f"{r['paper_err']:.2f}"} for r in rows]
+    return format_table(view, [("layers", "depth"), ("params (ours)", "params_s"), ("params (paper)", "paper_params"),
+                               ("test error % (ours)", "ours"), ("best", "err_best"), ("seeds", "seeds"),
+                               ("test error % (paper)", "paper")])
