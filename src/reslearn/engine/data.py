@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from ..config import DataConfig
-from ..data.source import BatchSource, InMemorySource
+from ..data.source import BatchSource, InMemorySource, ShardedOrder
 from ..errors import ReslearnError
 
 __all__ = ["DataBundle", "build_data", "default_data_roots", "resolve_root", "IN_MEMORY"]
@@ -187,30 +187,18 @@ class LoaderSource:
     def __init__(self, dataset, *, batch_size: int, shuffle: bool, seed: int, device: torch.device,
                  rank: int, world_size: int, accum_steps: int, workers: int, drop_last: bool,
                  channels_last: bool) -> None:
-        shards = world_size * accum_steps
-        if batch_size % shards:
-            raise ValueError(f"batch_size {batch_size} is not divisible by world_size x accum_steps = {shards}")
-        self.dataset, self.batch_size, self.shuffle, self.seed = dataset, batch_size, shuffle, seed
-        self.device, self.rank, self.world_size, self.accum = device, rank, world_size, accum_steps
-        self.workers, self.drop_last, self.channels_last = workers, drop_last, channels_last
+        self.plan = ShardedOrder(len(dataset), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                                 seed=seed, rank=rank, world_size=world_size, accum_steps=accum_steps)
+        self.dataset, self.seed, self.device = dataset, seed, device
+        self.workers, self.channels_last = workers, channels_last
 
     def __len__(self) -> int:
-        n = len(self.dataset)
-        batches = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-        return batches * self.accum
+        return len(self.plan)
 
     def iter_epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.dataset)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)) \
-            if self.shuffle else torch.arange(n)
-        shards = self.world_size * self.accum
-        micro = []
-        for m in range(start, len(self)):
-            b, k = divmod(m, self.accum)
-            idx = order[b * self.batch_size : (b + 1) * self.batch_size].tensor_split(shards)
-            micro.append(idx[self.rank * self.accum + k].tolist())
+        batches = [idx.tolist() for _, _, idx in self.plan.shards(epoch, start)]
         loader = torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=[mb for mb in micro if mb], num_workers=self.workers,
+            self.dataset, batch_sampler=batches, num_workers=self.workers,
             pin_memory=self.device.type == "cuda", persistent_workers=False,
             generator=torch.Generator().manual_seed(self.seed * 7919 + epoch * 104729 + start),
         )

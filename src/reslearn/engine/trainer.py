@@ -211,6 +211,7 @@ class Trainer:
             "normalizer": tensors_to_json(self.data.normalizer_state),
             "reslearn_version": __version__,
             "git_commit": self.commit,
+            "config": config_to_dict(self.cfg),  # eval/predict find the data set and its root here
         }
 
     def save_checkpoint(self) -> Path:
@@ -236,7 +237,6 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
             "best": self.best,
             "log_acc": self.log_acc.tolist(),
-            "config": config_to_dict(self.cfg),
         }
         ckdir = self.run_dir / "checkpoints"
         path = ckdir / f"iter-{self.iteration:08d}.safetensors"

@@ -516,6 +516,7 @@ def build_bundle(
     noise_prob: float = 0.8,
     noise_volume: float = 0.1,
     eval_batch_size: int = 256,
+    eval_splits: Sequence[str] = ("val", "test"),
 ):
     """The engine's ``DataBundle`` for ``data.name: speech-commands`` (``engine.data.APP_DATA``).
 
@@ -523,17 +524,20 @@ def build_bundle(
     ``default_words``); ``data.split_seed`` draws unknown/silence clips and the subsets,
     ``data.train_subset`` / ``data.test_subset`` (val and test) take random subsets;
     ``data.augment: none`` turns the time shift and noise off (and caches the training MFCC).
+    ``eval_splits``: the splits evaluated during training (e.g. ``[test]`` to save time).
     """
     from ..engine.data import DataBundle
 
+    if not eval_splits or not set(eval_splits) <= {"val", "test"}:
+        raise ValueError(f"eval_splits must name val and/or test; got {list(eval_splits)!r}")
     opts = source_options(
         cfg, words=words, silence_share=silence_share, unknown_share=unknown_share,
         time_shift_ms=time_shift_ms, noise_prob=noise_prob, noise_volume=noise_volume,
         eval_batch_size=eval_batch_size,
     )
     srcs = kws_sources(
-        batch_size=batch_size, seed=seed, device=device, rank=rank, world_size=world_size,
-        accum_steps=accum_steps, **opts,
+        batch_size=batch_size, splits=("train", *eval_splits), seed=seed, device=device,
+        rank=rank, world_size=world_size, accum_steps=accum_steps, **opts,
     )
     train = srcs.pop("train")
     classes = list(train.data.classes)

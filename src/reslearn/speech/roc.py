@@ -47,7 +47,8 @@ def kws_checkpoint_source(
             f"keyword-spotting checkpoints (data.name speech-commands)"
         )
     data = replace(cfg.data, root=root) if root else cfg.data
-    opts = source_options(data, **{**data.options, "eval_batch_size": batch_size})
+    options = {k: v for k, v in data.options.items() if k != "eval_splits"}  # training-time only
+    opts = source_options(data, **{**options, "eval_batch_size": batch_size})
     src = kws_sources(batch_size=batch_size, splits=(split,), device=device, **opts)[split]
     if list(src.data.classes) != list(doc.get("classes", src.data.classes)):
         raise ReslearnError(
