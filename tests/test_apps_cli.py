@@ -54,8 +54,9 @@ def utk_root():
 
 def test_stego_drn_trains_through_the_cli(cifar_root, tmp_path):
     out = tmp_path / "stego"
-    r = run("train", "--recipe", "stego_drn_quick", f"data.root={cifar_root}", "data.options.limit=64",
-            "data.options.payload=0.4", "data.options.test_fraction=0.25", "model.kwargs.width=4",
+    r = run("train", "--recipe", "stego_drn_quick", f"data.root={cifar_root}", "data.options.cover_source=cifar10",
+            "data.options.size=0", "data.options.limit=64", "data.options.payload=0.4",
+            "data.options.test_fraction=0.25", "data.options.val_fraction=0", "model.kwargs.width=4",
             "model.kwargs.hidden=16", "optim.batch_size=16", *SHORT, "--run-dir", str(out))
     assert r.returncode == 0, r.stderr
     assert "test pe" in r.stdout
@@ -84,7 +85,8 @@ def test_age_gender_trains_through_the_cli(utk_root, tmp_path):
 
 
 def test_stego_bundle_keeps_pairs_together_and_checks_options(cifar_root):
-    cfg = load_config("stego_drn_quick", [f"data.root={cifar_root}", "data.options.limit=40",
+    cfg = load_config("stego_drn_quick", [f"data.root={cifar_root}", "data.options.cover_source=cifar10",
+                                          "data.options.size=0", "data.options.limit=40",
                                           "data.options.val_fraction=0.25", "data.options.test_fraction=0.25"])
     b = build_data(cfg.data, batch_size=8, seed=0, device=torch.device("cpu"))
     assert (b.num_classes, b.in_chans, b.image_size, b.classes) == (2, 1, (32, 32), ["cover", "stego"])
@@ -102,6 +104,18 @@ def test_stego_bundle_keeps_pairs_together_and_checks_options(cifar_root):
     cfg.data.options["test_fraction"] = 0.8
     with pytest.raises(ValueError, match="below 1"):
         build_data(cfg.data, batch_size=8, seed=0, device=torch.device("cpu"))
+
+
+def test_cover_sources(utk_root, tmp_path):
+    from reslearn.apps.stego import load_covers
+
+    faces = load_covers("utkface", root=str(utk_root), size=32, limit=6)
+    assert faces.images.shape == (6, 32, 32) and faces.names[0].endswith(".jpg.chip.jpg")
+    jpegs = require_data(DATA / "cifar10-jpeg" / "test", "CIFAR-10 JPEGs")
+    folder = load_covers(str(jpegs), size=24, limit=3)
+    assert folder.images.shape == (3, 24, 24) and folder.names[0].startswith("airplane/")
+    with pytest.raises(ReslearnError, match="cover_source"):
+        load_covers(str(tmp_path / "nowhere"))
 
 
 def test_age_gender_training_forward_under_ddp(tmp_path):

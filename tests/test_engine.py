@@ -65,7 +65,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(cifar_root, tmp_path):
               "--run-dir", str(tmp_path / "nan")])
     _, err = p.communicate(timeout=600)
     assert p.returncode == 2
-    lines = [ln for ln in err.strip().splitlines() if ln.startswith("reslearn")]
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("reslearn") and "warning:" not in ln]
     assert len(lines) == 1 and "became" in lines[0] and "last good checkpoint" in lines[0]
     ckpts = sorted((tmp_path / "nan" / "checkpoints").glob("*.safetensors"))
     assert ckpts

@@ -46,7 +46,7 @@ def kws_run(tmp_path_factory):
             "optim.batch_size=32", "schedule.iterations=24", "schedule.milestones=[16]",
             "train.eval_every=12", "train.checkpoint_every=12", *QUIET, "--run-dir", str(out))
     assert r.returncode == 0, r.stderr
-    assert "test top1_err" in r.stdout
+    assert r.stdout.startswith("res8-narrow: test")
     return out
 
 
@@ -71,6 +71,9 @@ def test_roc_command_writes_a_png(kws_run, tmp_path):
     # the same 96 test clips as the run's final evaluation (the run's config.yaml beside it)
     assert curve["n"] == 96 and curve["accuracy"] == pytest.approx(final["test"]["accuracy"], abs=1e-6)
     assert 0 <= curve["frr_at_far_5pct"] <= curve["frr_at_far_1pct"] <= 1
+    # `reslearn eval` is for image classifiers: one line pointing here
+    r = run("eval", str(kws_run / "model.safetensors"))
+    assert r.returncode == 2 and "analyze roc" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_wrbn_ctc_training(tmp_path):

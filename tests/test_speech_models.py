@@ -151,6 +151,24 @@ def test_blstm_packing_ignores_padding():
     assert torch.all(padded[1, 4:] == 0)
 
 
+def test_blstm_matches_packed_sequences():
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    torch.manual_seed(0)
+    layer = BLSTM(4, 3, merge="concat", dropout=0.0)
+    x = torch.randn(3, 7, 4, requires_grad=True)
+    lengths = torch.tensor([5, 7, 2])
+    ours = layer(x, lengths)
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    ref, _ = pad_packed_sequence(layer.lstm(packed)[0], batch_first=True, total_length=7)
+    assert torch.allclose(ours, ref, atol=1e-6)
+    w = torch.randn_like(ref)
+    g_ours = torch.autograd.grad((ours * w).sum(), [x, *layer.parameters()])
+    g_ref = torch.autograd.grad((ref * w).sum(), [x, *layer.parameters()])
+    for a, b in zip(g_ours, g_ref):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
 def test_wrbn_small_and_options():
     small = create_model("wrbn-small")
     assert isinstance(small, WRBN) and small.res3[0].conv1.out_channels == 80

@@ -41,6 +41,7 @@ __all__ = [
     "scan_utkface",
     "load_utkface",
     "utkface_root",
+    "utkface_cache_dir",
     "build_bundle",
 ]
 
@@ -355,6 +356,21 @@ def utkface_root(root: str | Path = "") -> Path:
     raise ReslearnError(f"UTKFace not found in {where}; set data.root=DIR")
 
 
+def utkface_cache_dir(cache_dir: str, root: Path) -> Path | None:
+    """The ``cache_dir`` option: ``""`` none, ``"auto"`` a ``.reslearn-cache`` folder beside the
+    image folder ``root`` (none if it cannot be created, e.g. read-only data), else that path."""
+    if not cache_dir:
+        return None
+    if cache_dir != "auto":
+        return Path(cache_dir).expanduser()
+    try:
+        cache = root.parent / ".reslearn-cache"
+        cache.mkdir(exist_ok=True)
+        return cache
+    except OSError:
+        return None
+
+
 def build_bundle(
     cfg: Any,
     *,
@@ -395,13 +411,7 @@ def build_bundle(
     if not isinstance(limit, int) or limit < 0:
         raise ValueError(f"limit must be an integer >= 0; got {limit!r}")
     root = utkface_root(cfg.root)
-    cache = Path(cache_dir).expanduser() if cache_dir not in ("", "auto") else None
-    if cache_dir == "auto":
-        try:
-            cache = root.parent / ".reslearn-cache"
-            cache.mkdir(exist_ok=True)
-        except OSError:  # a read-only data folder: decode without a cache
-            cache = None
+    cache = utkface_cache_dir(cache_dir, root)
     with warnings.catch_warnings(record=True) as caught:  # skipped names go into info, not stderr
         warnings.simplefilter("always")
         faces = load_utkface(root, size=size, limit=limit or None, seed=cfg.split_seed, cache_dir=cache)

@@ -448,7 +448,7 @@ class StegoTask(ClassificationTask):
 # ------------------------------------------------------------------------------ engine glue
 
 
-def load_covers(source: str, *, root: str = "", size: int = 0, limit: int = 0) -> CoverSet:
+def load_covers(source: str, *, root: str = "", size: int = 0, limit: int = 0, cache_dir: str = "") -> CoverSet:
     """Grayscale covers by name: ``"cifar10"`` (the 50k training then the 10k test images of
     CIFAR-10, converted with :func:`rgb_to_gray`, names ``cifar10/train/<i>``/``cifar10/test/<i>``;
     ``root`` or the default data roots hold ``cifar-10-batches-py``), ``"utkface"`` (the aligned
@@ -459,6 +459,8 @@ def load_covers(source: str, *, root: str = "", size: int = 0, limit: int = 0) -
             UTKFace: the side its 200x200 crops are decoded to (antialiased resize, as
             :func:`reslearn.apps.faces.load_utkface`), since the crops are too big for CPU budgets.
         limit: the first ``limit`` covers (0 = all); UTKFace takes a seeded random subset.
+        cache_dir: UTKFace only: where decoded faces are cached (as
+            :func:`reslearn.apps.faces.utkface_cache_dir`).
     """
     from ..config import DataConfig
     from ..engine.data import default_data_roots, resolve_root
@@ -487,11 +489,13 @@ def load_covers(source: str, *, root: str = "", size: int = 0, limit: int = 0) -
     if source == "utkface":
         import warnings
 
-        from .faces import load_utkface, utkface_root
+        from .faces import load_utkface, utkface_cache_dir, utkface_root
 
+        where = utkface_root(root)
         with warnings.catch_warnings():  # the two unusable names of crop_part1 do not matter here
             warnings.simplefilter("ignore")
-            faces = load_utkface(utkface_root(root), size=size or 200, limit=limit or None)
+            faces = load_utkface(where, size=size or 200, limit=limit or None,
+                                 cache_dir=utkface_cache_dir(cache_dir, where))
         return covers_from_array(faces.images, names=faces.names)
     folder = Path(source).expanduser()
     if not folder.is_dir():
@@ -517,6 +521,7 @@ def build_bundle(
     val_fraction: float = 0.0,
     embed_seed: int = 0,
     eval_batch_size: int = 0,
+    cache_dir: str = "",
 ) -> Any:
     """The engine's ``data.name: stego``: cover/stego pairs split over pairs into train / (val) /
     test, with :class:`StegoTask`. ``batch_size`` counts images (a batch holds
@@ -531,6 +536,7 @@ def build_bundle(
         test_fraction / val_fraction: fractions of the *pairs* held out (``data.split_seed``).
         embed_seed: global seed of the per-image embedding keys (:func:`image_seed`).
         eval_batch_size: images per evaluation batch (0 = max(batch_size, 256)).
+        cache_dir: decoded UTKFace covers are cached there (``"auto"``: beside the data).
 
     ``data.augment: standard`` applies :func:`pair_dihedral` to training pairs; ``none`` does not.
     """
@@ -538,7 +544,7 @@ def build_bundle(
     from .common import check_fractions
 
     check_fractions(test_fraction, val_fraction)
-    covers = load_covers(cover_source, root=cfg.root, size=size, limit=limit)
+    covers = load_covers(cover_source, root=cfg.root, size=size, limit=limit, cache_dir=cache_dir)
     if stego_root:
         pairs = StegoPairs.from_folder(covers, Path(stego_root).expanduser())
     else:

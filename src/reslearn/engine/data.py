@@ -217,7 +217,10 @@ def _build_folder(cfg: DataConfig, *, batch_size, seed, device, rank, world_size
     if not cfg.root:
         raise ReslearnError("data.root must name the image folder (with train/ and val/)")
     crop = cfg.image_size or 224
-    train_tf = transforms.imagenet_train_transform(crop=crop) if cfg.augment == "standard" \
+    # He et al.'s scale augmentation, shorter side in [256, 480] for 224 crops, scaled with the
+    # crop size (Inception's 299 crops: [342, 643]).
+    scale = (round(crop * 256 / 224), round(crop * 480 / 224))
+    train_tf = transforms.imagenet_train_transform(crop=crop, scale=scale) if cfg.augment == "standard" \
         else transforms.imagenet_eval_transform(crop=crop, resize=round(crop * 256 / 224))
     eval_tf = transforms.imagenet_eval_transform(crop=crop, resize=round(crop * 256 / 224))
     tr = ImageFolderDataset(cfg.root, split="train", transform=train_tf, on_error=cfg.on_bad_file)

@@ -13,7 +13,7 @@ from ..checkpoint import load_model, tensors_from_json
 from ..config import DataConfig, config_from_dict
 from ..data.source import InMemorySource
 from ..errors import ReslearnError
-from .data import IN_MEMORY, _load_arrays
+from .data import APP_DATA, IN_MEMORY, _load_arrays
 from .task import ClassificationTask, topk_wrong
 
 __all__ = ["evaluate_checkpoint", "ensemble_checkpoints", "collect_probs", "errors_from_probs", "predict_images"]
@@ -50,6 +50,9 @@ def collect_probs(path: str | Path, *, root: str | None = None, dataset: str | N
     dev = torch.device(device)
     model, doc = load_model(path, device=dev)
     cfg = _data_cfg(doc, root=root, dataset=dataset)
+    if cfg.name in APP_DATA:  # their own tasks and metrics: final.json, or e.g. `analyze roc`
+        raise ReslearnError(f"reslearn eval takes image classifiers; {path} was trained on {cfg.name} "
+                            f"(its metrics are in the run's final.json; keyword spotting: reslearn analyze roc)")
     if cfg.name in IN_MEMORY:
         if ten_crop or multi_scale:
             raise ReslearnError("--ten-crop/--multi-scale are for ImageFolder (ImageNet-style) data")

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..registry import register_model
 from .base import ClassifierModel, check_choice, check_num_classes, check_positive
@@ -109,7 +108,15 @@ class FrequencyPool(nn.Module):
 
 class BLSTM(nn.Module):
     """Dropout on the input, then a bidirectional LSTM whose two directions are summed
-    (``merge="sum"``, output ``hidden``) or concatenated (``"concat"``, ``2 * hidden``)."""
+    (``merge="sum"``, output ``hidden``) or concatenated (``"concat"``, ``2 * hidden``).
+
+    With ``lengths``, each row is read over its first ``lengths`` frames only (outputs after
+    them are 0), as with packed sequences, but computed from two padded runs of the same LSTM:
+    the forward direction over the rows as they are and the backward direction over the rows
+    right-aligned (padding first), so that neither direction reads padding before a valid
+    frame. The backward pass of packed sequences on the CPU grows with the square of the
+    length; this stays linear (several times faster for utterances of a few hundred frames).
+    """
 
     def __init__(self, in_features: int, hidden: int, *, merge: str, dropout: float) -> None:
         super().__init__()
@@ -120,16 +127,21 @@ class BLSTM(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         x = self.drop(x)
-        if lengths is None:
-            y, _ = self.lstm(x)
-        else:
-            # Packing keeps the backward direction from starting in the padding.
-            packed = pack_padded_sequence(
-                x, lengths.cpu(), batch_first=True, enforce_sorted=False
-            )
-            y, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=x.shape[1])
+        y = self.lstm(x)[0] if lengths is None else self._within_lengths(x, lengths)
         fw, bw = y.chunk(2, dim=-1)
         return fw + bw if self.merge == "sum" else y
+
+    def _within_lengths(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        steps = x.shape[1]
+        t = torch.arange(steps, device=x.device)
+        lengths = lengths.to(x.device)
+        shift = (steps - lengths)[:, None]  # right-aligning moves row b by steps - length_b
+        src = t - shift
+        right = x.gather(1, src.clamp_min(0)[..., None].expand_as(x)) * (src >= 0)[..., None]
+        fw = self.lstm(x)[0].chunk(2, dim=-1)[0]
+        bw = self.lstm(right)[0].chunk(2, dim=-1)[1]
+        bw = bw.gather(1, (t + shift).clamp_max(steps - 1)[..., None].expand_as(bw))
+        return torch.cat([fw, bw], dim=-1) * (t < lengths[:, None])[..., None]
 
 
 class _FeedForward(nn.Module):
@@ -169,7 +181,7 @@ class WRBN(ClassifierModel):
     """
 
     stage_names = ("stem", "res1", "res2", "res3", "post", "pool", "blstm1", "blstm2", "ff", "fc")
-    # Tells tasks that ``forward`` takes frame lengths (for packing the BLSTMs).
+    # Tells tasks that ``forward`` takes frame lengths (the BLSTMs read each row within its length).
     takes_lengths = True
 
     def __init__(
