@@ -30,7 +30,7 @@ from ..checkpoint import (
     tensors_to_json,
     unflatten_optimizer,
 )
-from ..config import Config, config_from_dict, config_to_dict, dump_config
+from ..config import Config, config_to_dict, dump_config
 from ..errors import ReslearnError
 from ..registry import create_model, model_info
 from .data import DataBundle, build_data
@@ -441,9 +441,3 @@ def train(cfg: Config, *, resume: bool = False, run_dir: str | Path | None = Non
     """Train according to ``cfg``; returns the final evaluation metrics."""
     trainer = Trainer(cfg, run_dir=Path(run_dir) if run_dir else None, task=task)
     return trainer.fit(resume=resume)
-
-
-def config_of_run(run_dir: Path) -> Config:
-    from ..config import yaml_load
-
-    return config_from_dict(yaml_load((Path(run_dir) / "config.yaml").read_text()))
