@@ -7,7 +7,8 @@ same number of iterations, in one process, one after the other (alternating orde
   ToTensor, Normalize) + torch.utils.data.DataLoader(num_workers=W, shuffle=True);
 - reslearn: reslearn.data.source.InMemorySource (whole set as one uint8 tensor, batch
   augmentation with tensor ops on the training device).
-Prints images/s for each and the ratio. Usage:
+Prints images/s for each and the ratio, end to end (with the training step) and for the data
+pipeline alone (the same batches, no model: what each pipeline can feed at most). Usage:
     python benchmarks/pipeline.py --data .data --iters 200 [--device cuda] [--workers 2]
 """
 
@@ -47,7 +48,27 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def run_reference(root, iters, batch, workers, device, warmup):
+def timed(batches, step, iters, warmup, device):
+    """Images/s of ``step`` over ``iters`` batches after ``warmup`` untimed ones."""
+    it, t0 = 0, None
+    for x, y in batches:
+        if it == warmup:
+            sync(device)
+            t0 = time.perf_counter()
+        step(x, y)
+        it += 1
+        if it == warmup + iters:
+            sync(device)
+            return iters * x.shape[0] / (time.perf_counter() - t0)
+    raise RuntimeError("the pipeline ran out of batches")
+
+
+def no_step(x, y):
+    # Data only: touch the batch so lazy work (device copies) is not skipped.
+    return x.view(-1)[0]
+
+
+def run_reference(root, iters, batch, workers, device, warmup, data_only=False):
     import torchvision
     import torchvision.transforms as T
 
@@ -61,22 +82,17 @@ def run_reference(root, iters, batch, workers, device, warmup):
     loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
                                          drop_last=True, pin_memory=device.type == "cuda",
                                          persistent_workers=workers > 0)
-    model, opt = make_model(device)
-    step = step_fn(model, opt)
-    it, t0 = 0, None
-    while True:
-        for x, y in loader:
-            if it == warmup:
-                sync(device)
-                t0 = time.perf_counter()
-            step(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
-            it += 1
-            if it == warmup + iters:
-                sync(device)
-                return iters * batch / (time.perf_counter() - t0)
+    step = no_step if data_only else step_fn(*make_model(device))
+
+    def batches():
+        while True:
+            for x, y in loader:
+                yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+    return timed(batches(), step, iters, warmup, device)
 
 
-def run_reslearn(root, iters, batch, device, warmup):
+def run_reslearn(root, iters, batch, device, warmup, data_only=False):
     from reslearn.data.augment import Normalizer, random_crop_flip
     from reslearn.data.cifar import load_cifar
     from reslearn.data.source import InMemorySource
@@ -85,20 +101,15 @@ def run_reslearn(root, iters, batch, device, warmup):
     norm = Normalizer.fit(ds.images, mode="per_channel").to(device)
     src = InMemorySource(ds.images, ds.labels, batch_size=batch, normalize=norm, shuffle=True, drop_last=True,
                          augment=lambda x, g: random_crop_flip(x, g, padding=4, flip=True), device=device)
-    model, opt = make_model(device)
-    step = step_fn(model, opt)
-    it, epoch, t0 = 0, 0, None
-    while True:
-        for x, y in src.iter_epoch(epoch):
-            if it == warmup:
-                sync(device)
-                t0 = time.perf_counter()
-            step(x, y)
-            it += 1
-            if it == warmup + iters:
-                sync(device)
-                return iters * batch / (time.perf_counter() - t0)
-        epoch += 1
+    step = no_step if data_only else step_fn(*make_model(device))
+
+    def batches():
+        epoch = 0
+        while True:
+            yield from src.iter_epoch(epoch)
+            epoch += 1
+
+    return timed(batches(), step, iters, warmup, device)
 
 
 def main():
@@ -110,6 +121,7 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--skip-training", action="store_true", help="measure the data pipelines alone only")
     args = ap.parse_args()
     device = torch.device(args.device)
     import reslearn
@@ -118,21 +130,25 @@ def main():
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"device {device}{' (' + torch.cuda.get_device_name() + ')' if device.type == 'cuda' else ''}")
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, reslearn {reslearn.__version__}")
-    ref, ours = [], []
-    for r in range(args.repeats):
-        order = ("ref", "ours") if r % 2 == 0 else ("ours", "ref")
-        for which in order:
-            if which == "ref":
-                ref.append(run_reference(args.data, args.iters, args.batch, args.workers, device, args.warmup))
-            else:
-                ours.append(run_reslearn(args.data, args.iters, args.batch, device, args.warmup))
-            print(f"  repeat {r}: {which:4s} {(ref if which == 'ref' else ours)[-1]:8.1f} img/s", flush=True)
-    m_ref, m_ours = statistics.median(ref), statistics.median(ours)
-    print(f"resnet20 CIFAR-10 training, batch {args.batch}, {args.iters} iterations, median of {args.repeats}:")
-    print(f"  torchvision DataLoader+transforms (workers={args.workers}): {m_ref:8.1f} img/s")
-    print(f"  reslearn in-memory batch augmentation:              {m_ours:8.1f} img/s")
-    print(f"  ratio reslearn / reference: {m_ours / m_ref:.2f}x")
-
+    modes = ([] if args.skip_training else [("end to end (resnet20 training step)", False)]) + \
+        [("data pipeline alone (no model)", True)]
+    for title, data_only in modes:
+        ref, ours = [], []
+        for r in range(args.repeats):
+            order = ("ref", "ours") if r % 2 == 0 else ("ours", "ref")
+            for which in order:
+                if which == "ref":
+                    ref.append(run_reference(args.data, args.iters, args.batch, args.workers, device, args.warmup,
+                                             data_only))
+                else:
+                    ours.append(run_reslearn(args.data, args.iters, args.batch, device, args.warmup, data_only))
+                print(f"  {title}, repeat {r}: {which:4s} {(ref if which == 'ref' else ours)[-1]:8.1f} img/s",
+                      flush=True)
+        m_ref, m_ours = statistics.median(ref), statistics.median(ours)
+        print(f"{title}: CIFAR-10, batch {args.batch}, {args.iters} iterations, median of {args.repeats}:")
+        print(f"  torchvision DataLoader+transforms (workers={args.workers}): {m_ref:8.1f} img/s")
+        print(f"  reslearn in-memory batch augmentation:              {m_ours:8.1f} img/s")
+        print(f"  ratio reslearn / reference: {m_ours / m_ref:.2f}x", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -60,6 +60,17 @@ def test_unknown_recipe_and_bad_yaml(tmp_path):
         load_config(str(unknown))
 
 
+def test_recipe_name_wins_over_a_folder_of_that_name(tmp_path, monkeypatch):
+    # experiments write ./cifar10/ beside their runs; a later `--recipe cifar10` from there must
+    # still find the packaged recipe, not the folder.
+    (tmp_path / "cifar10").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert find_recipe("cifar10").parent.name == "recipes"
+    (tmp_path / "mine.yaml").mkdir()
+    with pytest.raises(ReslearnError, match="recipe file mine.yaml not found"):
+        find_recipe("mine.yaml")
+
+
 def test_override_types_parse_as_yaml():
     cfg = apply_overrides(Config(), ["train.deterministic=true", "schedule.milestones=[10, 20]", "optim.lr=1",
                                      "optim.weight_decay=5e-4"])

@@ -497,3 +497,26 @@ def test_load_image_folder_arrays_bad_files(jpeg_subset, tmp_path):
     with pytest.warns(UserWarning, match=r"skipped 1 .*big.png"):
         mixed = load_image_folder_arrays(big, split="test", progress=False)
     assert len(mixed) == 30
+
+
+def test_subsets_of_a_class_sorted_folder_span_its_classes(jpeg_subset):
+    # Folders list class by class: a "first N" test subset would be one class. The subset is a
+    # fixed random N (data.split_seed) instead, the same on every build; CIFAR keeps its first N.
+    from reslearn.config import DataConfig
+    from reslearn.engine.data import build_data, subset_index
+
+    assert torch.equal(subset_index(100, 5, class_sorted=False, seed=0), torch.arange(5))
+    assert subset_index(100, 0, class_sorted=True, seed=0) is None
+    assert subset_index(100, 100, class_sorted=True, seed=0) is None
+    root, _ = jpeg_subset
+    labels = {}
+    for name in ("imagefolder-memory", "imagefolder"):
+        cfg = DataConfig(name=name, root=str(root), test_subset=9, image_size=32 if name == "imagefolder" else 0,
+                         workers=0)
+        with pytest.warns(UserWarning, match="skipped"):
+            b = build_data(cfg, batch_size=8, seed=0, device=torch.device("cpu"))
+        ys = torch.cat([y for _, y in b.evals["test"].iter_epoch(0)])
+        assert len(ys) == 9 and len(set(ys.tolist())) >= 2, ys
+        labels[name] = ys
+    # the two paths pick the same images: same listing, same seed
+    assert torch.equal(labels["imagefolder"], labels["imagefolder-memory"])

@@ -107,6 +107,18 @@ def test_resume_refuses_corrupted_checkpoint(cifar_root, tmp_path):
         Trainer(cfg, run_dir=tmp_path / "r").fit()
 
 
+def test_cpu_channels_last_hazard_is_found_on_the_meta_device():
+    # A strided 1x1 conv with < 8 input channels (resnet18 at width 4: layer2's shortcut) corrupts
+    # the heap in PyTorch's CPU channels_last backward; the trainer turns channels_last off then.
+    from reslearn.engine.trainer import cpu_channels_last_hazard
+
+    assert cpu_channels_last_hazard("resnet18", {"width": 4})
+    assert not cpu_channels_last_hazard("resnet18", {})  # paper width 64
+    assert not cpu_channels_last_hazard("resnet50", {"width": 4})  # its strided 1x1 convs see 16+
+    assert not cpu_channels_last_hazard("resnet20", {"width": 4})  # option A: no 1x1 convs
+    assert not cpu_channels_last_hazard("resnet18", {"no_such_kwarg": 1})  # left to the real build
+
+
 def test_lr_policies():
     cfg = load_config("cifar10").schedule
     p = LRPolicy(cfg, 0.1)

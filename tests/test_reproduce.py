@@ -59,6 +59,11 @@ def test_degradation_skips_finished_nets(degradation, root):
             "--test-subset", "128", "--out", str(out), "--set", f"data.root={root}", *TINY)
     assert r.returncode == 0 and r.stdout == stdout
     assert (out / "cifar10" / "plain20-seed0" / "model.safetensors").stat().st_mtime == mtime
+    # A different budget in the same folder must not silently report the old runs.
+    r = cli("reproduce", "degradation", "--depths", "20", "32", "--iterations", "8", "--train-subset", "256",
+            "--test-subset", "128", "--out", str(out), "--set", f"data.root={root}", *TINY)
+    assert r.returncode == 2 and "schedule.iterations=6" in r.stderr and "another --out" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_responses_and_ensemble(degradation, tmp_path):
@@ -91,15 +96,43 @@ def test_cifar_table(root, tmp_path):
     assert rows[0]["seeds"] == 2 and math.isfinite(rows[0]["err_mean"]) and rows[0]["paper_err"] == 8.75
 
 
-def test_ten_crop_and_multi_scale_on_an_image_folder(root, tmp_path):
+def small_image_folder(root, dest, per_class=12):
+    """Real CIFAR-10 JPEGs of two classes in the ImageFolder layout (train/, val/)."""
     src = require_data(root / "cifar10-jpeg", "CIFAR-10 JPEG copy")
     for split in ("train", "val"):
         for cls in ("cat", "ship"):
-            d = tmp_path / "folder" / split / cls
+            d = dest / split / cls
             d.mkdir(parents=True)
-            files = sorted((src / ("train" if split == "train" else "test") / cls).glob("*.jpg"))[:12]
+            files = sorted((src / ("train" if split == "train" else "test") / cls).glob("*.jpg"))[:per_class]
             for f in files:
                 shutil.copy(f, d / f.name)
+    return dest
+
+
+def test_fig4_on_an_image_folder(degradation, root, tmp_path):
+    # Fig. 4 (plain/ResNet-18/34) on small in-memory images; the CIFAR-10 runs of the fixture are
+    # reused (same budget, same folder), so only the four ImageFolder nets train here.
+    out, _ = degradation
+    folder = small_image_folder(root, tmp_path / "folder", per_class=16)
+    r = cli("reproduce", "degradation", "--depths", "20", "32", "--iterations", "6", "--train-subset", "256",
+            "--test-subset", "128", "--out", str(out), "--set", f"data.root={root}", *TINY,
+            "--imagefolder", str(folder), "--imagenet-iterations", "4",
+            "--imagefolder-set", "data.name=imagefolder-memory", "data.image_size=0", "schedule.kind=step",
+            "optim.batch_size=16")
+    assert r.returncode == 0, r.stderr
+    # the imagenet recipe asks for channels_last; at width 4 on the CPU the trainer must refuse it
+    assert "channels_last is off" in r.stderr
+    res = json.loads((out / "degradation.json").read_text())
+    assert [row["net"] for row in res["imagefolder"]] == ["plain18", "plain34", "resnet18", "resnet34"]
+    assert all(math.isfinite(row["train_err"]) and 0 <= row["test_err"] <= 100 for row in res["imagefolder"])
+    assert set(res["imagefolder_finding"]) == set(res["finding"])
+    assert (out / "fig4_imagefolder.png").stat().st_size > 5000
+    cfg = (out / "imagefolder" / "resnet34-seed0" / "config.yaml").read_text()
+    assert "name: imagefolder-memory" in cfg and "iterations: 4" in cfg
+
+
+def test_ten_crop_and_multi_scale_on_an_image_folder(root, tmp_path):
+    small_image_folder(root, tmp_path / "folder")
     r = cli("train", "--model", "resnet18", f"data.root={tmp_path / 'folder'}", "data.name=imagefolder",
             "data.image_size=32", "data.workers=0", "model.kwargs.width=4", "optim.batch_size=8",
             "schedule.iterations=3", "schedule.milestones=[2]", "train.eval_every=3", "train.progress=false",

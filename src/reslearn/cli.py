@@ -172,7 +172,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    help="fully-convolutional multi-scale testing at {224,256,384,480,640} (ImageFolder data)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
+    p.add_argument("--limit", type=int, default=0, help="evaluate only N images (the first N; a fixed random N of an image folder)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_eval)
 
@@ -284,8 +284,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _add_budget(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=int, help="shrink the paper's schedule to N iterations "
                    "(lr /10 at 50%% and 75%%); default: the paper's full 64k")
-    p.add_argument("--train-subset", type=int, default=0, help="train on the first N images only")
-    p.add_argument("--test-subset", type=int, default=0, help="test on the first N images only")
+    p.add_argument("--train-subset", type=int, default=0, help="train on N images only (the first N of CIFAR; a fixed random N of an image folder)")
+    p.add_argument("--test-subset", type=int, default=0, help="test on N images only (as --train-subset)")
     p.add_argument("--out", "-o")
     p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="key=value",
                    help="further config overrides for every run (e.g. data.root=DIR train.device=cuda)")
@@ -303,7 +303,10 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--depths", type=int, nargs="+", default=[20, 32, 44, 56])
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--imagefolder", help="also run plain/ResNet-18/34 on this ImageFolder root (Fig. 4)")
-    d.add_argument("--imagenet-iterations", type=int)
+    d.add_argument("--imagenet-iterations", type=int, help="shrink the imagenet recipe's schedule to N iterations")
+    d.add_argument("--imagefolder-set", dest="imagefolder_overrides", nargs="*", default=[], metavar="key=value",
+                   help="overrides for the Fig. 4 runs only, after --set (e.g. for small images held in "
+                        "memory: data.name=imagefolder-memory data.image_size=0 schedule.kind=step)")
     _add_budget(d)
     d.set_defaults(func=_cmd_degradation)
     t = ex.add_parser("cifar-table", help="the Table 6 ladder, 20-1202 layers, errors beside the paper's")
@@ -319,7 +322,7 @@ def _cmd_degradation(args: argparse.Namespace) -> int:
     r = degradation(depths=args.depths, iterations=args.iterations, train_subset=args.train_subset,
                     test_subset=args.test_subset, seed=args.seed, out=args.out or "runs/degradation",
                     imagefolder=args.imagefolder, imagenet_iterations=args.imagenet_iterations,
-                    overrides=args.overrides, jobs=args.jobs)
+                    overrides=args.overrides, imagefolder_overrides=args.imagefolder_overrides, jobs=args.jobs)
     print(format_degradation(r))
     print(f"figure: {r['figure']}")
     return 0
@@ -342,7 +345,7 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     r = ex.add_parser("responses", help="std of 3x3 layer responses, plain vs ResNet (Fig. 7)")
     r.add_argument("checkpoints", nargs="+")
     r.add_argument("--data", help="data root (default: the run's)")
-    r.add_argument("--limit", type=int, default=0, help="use the first N test images")
+    r.add_argument("--limit", type=int, default=0, help="use N test images (the first N; a fixed random N of an image folder)")
     r.add_argument("--out", "-o", default="responses.png")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=_cmd_responses)

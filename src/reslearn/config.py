@@ -69,7 +69,8 @@ class DataConfig:
     # Held-out validation images taken from the training set (the paper's CIFAR split: 5000).
     val_size: int = 0
     split_seed: int = 0
-    # Use only the first N training / test images (0 = all): CPU budgets.
+    # Use only N training / test images (0 = all): CPU budgets. The first N of CIFAR/IDX files
+    # (already in random order); a fixed random N (split_seed) of image folders (class-sorted).
     train_subset: int = 0
     test_subset: int = 0
     augment: str = "standard"  # standard (the paper's for the data set) | none
@@ -273,7 +274,9 @@ def list_recipes() -> list[str]:
 def find_recipe(recipe: str) -> Path:
     """A recipe by path, or by name among the packaged recipes (``reslearn/recipes/*.yaml``)."""
     p = Path(recipe)
-    if p.suffix in (".yaml", ".yml") or p.exists():
+    # A bare name is a packaged recipe even when a folder of that name is in the working
+    # directory (experiments write e.g. ./cifar10/); only a file path or a .yaml name is a path.
+    if p.suffix in (".yaml", ".yml") or p.is_file():
         if not p.is_file():
             raise ReslearnError(f"recipe file {recipe} not found")
         return p

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import Config, load_config
+from .config import Config, config_to_dict, load_config, yaml_load
 from .engine.trainer import find_latest_checkpoint, train
 from .errors import ReslearnError
 from .plotting import plot_runs
@@ -16,7 +16,39 @@ from .plotting import plot_runs
 __all__ = ["compare", "format_table", "demo_data_overrides"]
 
 
+# Settings that change where data lives or how a run is shown, not what it trains: a finished or
+# half-finished run may differ in these and still be reused.
+_NEUTRAL = {"data.root", "data.workers", "data.download", "data.on_bad_file", "train.device", "train.progress",
+            "train.tensorboard", "train.threads", "train.out_dir", "train.run_name", "train.keep_last", "recipe"}
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "kwargs" and k != "options":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_same_run(cfg: Config, run_dir: Path) -> None:
+    """Refuse to reuse ``run_dir`` (skip it as finished, or resume it) when it was trained with a
+    different configuration: an experiment re-run with a new budget in the same folder must not
+    silently report the old runs."""
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        return
+    old = _flat(yaml_load(saved.read_text()) or {})
+    new = _flat(config_to_dict(cfg))
+    for key in sorted(set(old) | set(new)):
+        if key not in _NEUTRAL and old.get(key) != new.get(key):
+            raise ReslearnError(f"{run_dir} holds a run with {key}={old.get(key)!r}, this experiment asks for "
+                                f"{new.get(key)!r}; use another --out folder (or delete that run)")
+
+
 def _run_one(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    check_same_run(cfg, run_dir)
     final = run_dir / "final.json"
     if final.is_file():  # done already: resumable experiments skip finished nets
         return json.loads(final.read_text())
@@ -65,8 +97,10 @@ def compare(models: Sequence[str], *, recipe: str | None, overrides: Sequence[st
         for name in models:
             for seed in seeds:
                 run_dir = out / f"{name}-seed{seed}"
+                # Fail fast on bad keys and on a folder holding a different run.
+                check_same_run(load_config(recipe, list(overrides) + [f"model.name={name}", f"train.seed={seed}"]),
+                               run_dir)
                 if not (run_dir / "final.json").is_file():
-                    load_config(recipe, list(overrides) + [f"model.name={name}"])  # fail fast on bad keys
                     args = (["--recipe", recipe] if recipe else []) + list(overrides) + [
                         f"model.name={name}", f"train.seed={seed}", "train.progress=false"]
                     todo.append((args, run_dir))

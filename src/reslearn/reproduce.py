@@ -63,8 +63,8 @@ def _two_panel_figure(run_sets: dict[str, list[tuple[str, Path]]], out: Path, ti
             c = colors[i % len(colors)]
             tr = [(int(r["iteration"]), float(r["train_err"])) for r in rows if r["train_err"]]
             te = [(int(r["iteration"]), float(r["test_err"])) for r in rows if r["test_err"]]
-            if tr:
-                ax.plot(*zip(*tr), color=c, lw=0.8, alpha=0.8)
+            if tr:  # the legend names the bold test line, or the thin one when a run has no test
+                ax.plot(*zip(*tr), color=c, lw=0.8, alpha=0.8, label=None if te else label)
             if te:
                 ax.plot(*zip(*te), color=c, lw=2.2, label=label)
         ax.set_title(panel)
@@ -83,13 +83,18 @@ def degradation(*, depths: Sequence[int] = (20, 32, 44, 56), recipe: str = "cifa
                 iterations: int | None = None, train_subset: int = 0, test_subset: int = 0,
                 seed: int = 0, out: str | Path = "runs/degradation", imagefolder: str | None = None,
                 imagenet_recipe: str = "imagenet", imagenet_iterations: int | None = None,
-                overrides: Sequence[str] = (), jobs: int = 1) -> dict[str, Any]:
-    """Train plain-d and ResNet-d for each depth; figure + table; check the paper's finding."""
+                overrides: Sequence[str] = (), imagefolder_overrides: Sequence[str] = (),
+                jobs: int = 1) -> dict[str, Any]:
+    """Train plain-d and ResNet-d for each depth; figure + table; check the paper's finding.
+    ``imagefolder_overrides`` apply to the Fig. 4 runs only (after ``overrides``)."""
     out = Path(out)
+    depths = sorted(depths)
     budget = budget_overrides(iterations, train_subset, test_subset) + list(overrides)
     names = [f"plain{d}" for d in depths] + [f"resnet{d}" for d in depths]
-    res = compare(names, recipe=recipe, overrides=budget, out_dir=out / "cifar10", seeds=[seed],
-                  title="CIFAR-10: plain (thin: train, bold: test)", jobs=jobs)
+    # Deepest nets first, so that with --jobs the long runs start together and the short ones fill in.
+    run_order = [f"{kind}{d}" for d in reversed(depths) for kind in ("plain", "resnet")]
+    res = compare(run_order, recipe=recipe, overrides=budget, out_dir=out / "cifar10", seeds=[seed],
+                  title="CIFAR-10: plain and ResNet (thin: train, bold: test)", jobs=jobs)
     rows = []
     for name in names:
         tr, te = _final_errors(res[name][0], "test")
@@ -101,10 +106,12 @@ def degradation(*, depths: Sequence[int] = (20, 32, 44, 56), recipe: str = "cifa
     result: dict[str, Any] = {"cifar10": rows, "finding": _finding(rows, depths), "budget": budget,
                               "figure": str(out / "fig6_cifar10.png")}
     if imagefolder:
-        ib = budget_overrides(imagenet_iterations) + [f"data.root={imagefolder}"] + list(overrides)
+        # --imagefolder names the data of these runs even when --set gives a data.root for CIFAR.
+        ib = (budget_overrides(imagenet_iterations) + list(overrides) + [f"data.root={imagefolder}"]
+              + list(imagefolder_overrides))
         inames = ["plain18", "plain34", "resnet18", "resnet34"]
-        ires = compare(inames, recipe=imagenet_recipe, overrides=ib, out_dir=out / "imagefolder", seeds=[seed],
-                       jobs=jobs)
+        ires = compare(["plain34", "resnet34", "plain18", "resnet18"], recipe=imagenet_recipe, overrides=ib,
+                       out_dir=out / "imagefolder", seeds=[seed], jobs=jobs)  # deepest first, as above
         irows = []
         for name in inames:
             tr, te = _final_errors(ires[name][0], "test")

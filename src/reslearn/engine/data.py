@@ -103,8 +103,24 @@ def _load_arrays(cfg: DataConfig):
     return tr, te
 
 
-def _subset(ds, n: int):
-    return ds if not n or n >= len(ds) else ds.subset(torch.arange(n))
+def subset_index(total: int, n: int, *, class_sorted: bool, seed: int) -> torch.Tensor | None:
+    """Which ``n`` of ``total`` samples ``data.train_subset`` / ``data.test_subset`` keep (None: all).
+
+    Image folders are listed class by class, so their first ``n`` would hold a class or two only
+    (a 2,000-image "test set" of airplanes and cars): there the subset is a fixed random ``n``
+    (seeded by ``data.split_seed``, the same on every run), kept in the original order. CIFAR and
+    IDX files come in random order from their publishers, so their first ``n`` already is a random
+    subset, and stays the one earlier runs used."""
+    if not n or n >= total:
+        return None
+    if not class_sorted:
+        return torch.arange(n)
+    return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+
+
+def _subset(ds, n: int, *, class_sorted: bool, seed: int):
+    index = subset_index(len(ds), n, class_sorted=class_sorted, seed=seed)
+    return ds if index is None else ds.subset(index)
 
 
 def build_data(
@@ -145,11 +161,12 @@ def build_data(
 
     train, test = _load_arrays(cfg)
     evals_ds = {}
+    sub = dict(class_sorted=cfg.name == "imagefolder-memory", seed=cfg.split_seed)
     if cfg.val_size:
         train, val = train_val_split(train, val_size=cfg.val_size, seed=cfg.split_seed)
-        evals_ds["val"] = _subset(val, cfg.test_subset)
-    train = _subset(train, cfg.train_subset)
-    evals_ds["test"] = _subset(test, cfg.test_subset)
+        evals_ds["val"] = _subset(val, cfg.test_subset, **sub)
+    train = _subset(train, cfg.train_subset, **sub)
+    evals_ds["test"] = _subset(test, cfg.test_subset, **sub)
     normalizer = Normalizer.fit(train.images, mode=cfg.normalize).to(device)
     augment: Callable | None = None
     if cfg.augment == "standard":
@@ -225,11 +242,13 @@ def _build_folder(cfg: DataConfig, *, batch_size, seed, device, rank, world_size
     eval_tf = transforms.imagenet_eval_transform(crop=crop, resize=round(crop * 256 / 224))
     tr = ImageFolderDataset(cfg.root, split="train", transform=train_tf, on_error=cfg.on_bad_file)
     te = ImageFolderDataset(cfg.root, split="val", transform=eval_tf, on_error=cfg.on_bad_file)
-    if cfg.train_subset:
-        tr = torch.utils.data.Subset(tr, range(min(cfg.train_subset, len(tr))))
+    index = subset_index(len(tr), cfg.train_subset, class_sorted=True, seed=cfg.split_seed)
+    if index is not None:
+        tr = torch.utils.data.Subset(tr, index.tolist())
         tr.classes = tr.dataset.classes  # type: ignore[attr-defined]
-    if cfg.test_subset:
-        te = torch.utils.data.Subset(te, range(min(cfg.test_subset, len(te))))
+    index = subset_index(len(te), cfg.test_subset, class_sorted=True, seed=cfg.split_seed)
+    if index is not None:
+        te = torch.utils.data.Subset(te, index.tolist())
     mk = dict(seed=seed, device=device, workers=cfg.workers, channels_last=channels_last)
     train_src = LoaderSource(tr, batch_size=batch_size, shuffle=True, rank=rank, world_size=world_size,
                              accum_steps=accum_steps, drop_last=len(tr) >= batch_size, **mk)

@@ -13,7 +13,7 @@ from ..checkpoint import load_model, tensors_from_json
 from ..config import DataConfig, config_from_dict
 from ..data.source import InMemorySource
 from ..errors import ReslearnError
-from .data import APP_DATA, IN_MEMORY, _load_arrays
+from .data import APP_DATA, IN_MEMORY, _load_arrays, subset_index
 from .task import ClassificationTask, topk_wrong
 
 __all__ = ["evaluate_checkpoint", "ensemble_checkpoints", "collect_probs", "errors_from_probs", "predict_images"]
@@ -65,8 +65,9 @@ def collect_probs(path: str | Path, *, root: str | None = None, dataset: str | N
             _, ds = train_val_split(train, val_size=cfg.val_size, seed=cfg.split_seed)
         else:
             ds = test
-        if limit:
-            ds = ds.subset(torch.arange(min(limit, len(ds))))
+        index = subset_index(len(ds), limit, class_sorted=cfg.name == "imagefolder-memory", seed=cfg.split_seed)
+        if index is not None:
+            ds = ds.subset(index)
         if ds.images.shape[1] != doc["in_chans"]:
             raise ReslearnError(f"the model takes {doc['in_chans']} channels; {cfg.name} has {ds.images.shape[1]}")
         src = InMemorySource(ds.images, ds.labels, batch_size=batch_size, normalize=_normalizer(doc, dev), device=dev)
@@ -119,7 +120,8 @@ def _probs_folder(model, doc, cfg, split, ten_crop, multi_scale, batch_size, dev
     else:
         tf, mode = transforms.imagenet_eval_transform(crop=crop, resize=resize), "center-crop"
     ds = ImageFolderDataset(cfg.root, split=split, transform=tf, on_error=cfg.on_bad_file)
-    idx = range(min(limit, len(ds))) if limit else range(len(ds))
+    index = subset_index(len(ds), limit, class_sorted=True, seed=cfg.split_seed)
+    idx = range(len(ds)) if index is None else index.tolist()
     bs = 1 if multi_scale else max(1, batch_size // (10 if ten_crop else 1))
     probs, labels = [], []
     for start in range(0, len(idx), bs):
