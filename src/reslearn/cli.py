@@ -172,7 +172,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    help="fully-convolutional multi-scale testing at {224,256,384,480,640} (ImageFolder data)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--limit", type=int, default=0, help="evaluate only N images (the first N; a fixed random N of an image folder)")
+    p.add_argument("--limit", type=int, default=0,
+                   help="evaluate only N images (the first N; a fixed random N of an image folder)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_eval)
 
@@ -284,7 +285,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _add_budget(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=int, help="shrink the paper's schedule to N iterations "
                    "(lr /10 at 50%% and 75%%); default: the paper's full 64k")
-    p.add_argument("--train-subset", type=int, default=0, help="train on N images only (the first N of CIFAR; a fixed random N of an image folder)")
+    p.add_argument("--train-subset", type=int, default=0,
+                   help="train on N images only (the first N of CIFAR; a fixed random N of an image folder)")
     p.add_argument("--test-subset", type=int, default=0, help="test on N images only (as --train-subset)")
     p.add_argument("--out", "-o")
     p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="key=value",
@@ -345,7 +347,8 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     r = ex.add_parser("responses", help="std of 3x3 layer responses, plain vs ResNet (Fig. 7)")
     r.add_argument("checkpoints", nargs="+")
     r.add_argument("--data", help="data root (default: the run's)")
-    r.add_argument("--limit", type=int, default=0, help="use N test images (the first N; a fixed random N of an image folder)")
+    r.add_argument("--limit", type=int, default=0,
+                   help="use N test images (the first N; a fixed random N of an image folder)")
     r.add_argument("--out", "-o", default="responses.png")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=_cmd_responses)
