@@ -505,9 +505,9 @@ def test_subsets_of_a_class_sorted_folder_span_its_classes(jpeg_subset):
     from reslearn.config import DataConfig
     from reslearn.engine.data import build_data, subset_index
 
-    assert torch.equal(subset_index(100, 5, class_sorted=False, seed=0), torch.arange(5))
-    assert subset_index(100, 0, class_sorted=True, seed=0) is None
-    assert subset_index(100, 100, class_sorted=True, seed=0) is None
+    assert torch.equal(subset_index(100, 5, DataConfig(name="cifar10")), torch.arange(5))
+    assert subset_index(100, 0, DataConfig(name="imagefolder")) is None
+    assert subset_index(100, 100, DataConfig(name="imagefolder")) is None
     root, _ = jpeg_subset
     labels = {}
     for name in ("imagefolder-memory", "imagefolder"):

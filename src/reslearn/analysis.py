@@ -101,7 +101,7 @@ def analyze_responses(paths: Sequence[str | Path], *, root: str | None = None, l
         if cfg.name not in IN_MEMORY:
             raise ReslearnError("response analysis reads in-memory data sets (CIFAR, MNIST-like)")
         _, test = _load_arrays(cfg)
-        index = subset_index(len(test), limit, class_sorted=cfg.name == "imagefolder-memory", seed=cfg.split_seed)
+        index = subset_index(len(test), limit, cfg)
         if index is not None:
             test = test.subset(index)
         src = InMemorySource(test.images, test.labels, batch_size=500, normalize=_normalizer(doc, device), device=device)

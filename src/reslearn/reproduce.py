@@ -79,6 +79,12 @@ def _two_panel_figure(run_sets: dict[str, list[tuple[str, Path]]], out: Path, ti
     return out
 
 
+def _deepest_first(depths: Sequence[int]) -> list[str]:
+    """Run order: deepest nets first, so that with --jobs the long runs start together and the
+    short ones fill in after them."""
+    return [f"{kind}{d}" for d in sorted(depths, reverse=True) for kind in ("plain", "resnet")]
+
+
 def degradation(*, depths: Sequence[int] = (20, 32, 44, 56), recipe: str = "cifar10",
                 iterations: int | None = None, train_subset: int = 0, test_subset: int = 0,
                 seed: int = 0, out: str | Path = "runs/degradation", imagefolder: str | None = None,
@@ -91,9 +97,7 @@ def degradation(*, depths: Sequence[int] = (20, 32, 44, 56), recipe: str = "cifa
     depths = sorted(depths)
     budget = budget_overrides(iterations, train_subset, test_subset) + list(overrides)
     names = [f"plain{d}" for d in depths] + [f"resnet{d}" for d in depths]
-    # Deepest nets first, so that with --jobs the long runs start together and the short ones fill in.
-    run_order = [f"{kind}{d}" for d in reversed(depths) for kind in ("plain", "resnet")]
-    res = compare(run_order, recipe=recipe, overrides=budget, out_dir=out / "cifar10", seeds=[seed],
+    res = compare(_deepest_first(depths), recipe=recipe, overrides=budget, out_dir=out / "cifar10", seeds=[seed],
                   title="CIFAR-10: plain and ResNet (thin: train, bold: test)", jobs=jobs)
     rows = []
     for name in names:
@@ -110,8 +114,8 @@ def degradation(*, depths: Sequence[int] = (20, 32, 44, 56), recipe: str = "cifa
         ib = (budget_overrides(imagenet_iterations) + list(overrides) + [f"data.root={imagefolder}"]
               + list(imagefolder_overrides))
         inames = ["plain18", "plain34", "resnet18", "resnet34"]
-        ires = compare(["plain34", "resnet34", "plain18", "resnet18"], recipe=imagenet_recipe, overrides=ib,
-                       out_dir=out / "imagefolder", seeds=[seed], jobs=jobs)  # deepest first, as above
+        ires = compare(_deepest_first((18, 34)), recipe=imagenet_recipe, overrides=ib,
+                       out_dir=out / "imagefolder", seeds=[seed], jobs=jobs)
         irows = []
         for name in inames:
             tr, te = _final_errors(ires[name][0], "test")

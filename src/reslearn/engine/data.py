@@ -103,8 +103,9 @@ def _load_arrays(cfg: DataConfig):
     return tr, te
 
 
-def subset_index(total: int, n: int, *, class_sorted: bool, seed: int) -> torch.Tensor | None:
-    """Which ``n`` of ``total`` samples ``data.train_subset`` / ``data.test_subset`` keep (None: all).
+def subset_index(total: int, n: int, cfg: DataConfig) -> torch.Tensor | None:
+    """Which ``n`` of ``total`` samples of ``cfg``'s data a subset keeps (None: all), for
+    ``data.train_subset`` / ``data.test_subset`` and the ``--limit`` of eval and analyses.
 
     Image folders are listed class by class, so their first ``n`` would hold a class or two only
     (a 2,000-image "test set" of airplanes and cars): there the subset is a fixed random ``n``
@@ -113,13 +114,13 @@ def subset_index(total: int, n: int, *, class_sorted: bool, seed: int) -> torch.
     subset, and stays the one earlier runs used."""
     if not n or n >= total:
         return None
-    if not class_sorted:
+    if cfg.name not in ("imagefolder", "imagefolder-memory"):
         return torch.arange(n)
-    return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return torch.randperm(total, generator=torch.Generator().manual_seed(cfg.split_seed))[:n].sort().values
 
 
-def _subset(ds, n: int, *, class_sorted: bool, seed: int):
-    index = subset_index(len(ds), n, class_sorted=class_sorted, seed=seed)
+def _subset(ds, n: int, cfg: DataConfig):
+    index = subset_index(len(ds), n, cfg)
     return ds if index is None else ds.subset(index)
 
 
@@ -161,12 +162,11 @@ def build_data(
 
     train, test = _load_arrays(cfg)
     evals_ds = {}
-    sub = dict(class_sorted=cfg.name == "imagefolder-memory", seed=cfg.split_seed)
     if cfg.val_size:
         train, val = train_val_split(train, val_size=cfg.val_size, seed=cfg.split_seed)
-        evals_ds["val"] = _subset(val, cfg.test_subset, **sub)
-    train = _subset(train, cfg.train_subset, **sub)
-    evals_ds["test"] = _subset(test, cfg.test_subset, **sub)
+        evals_ds["val"] = _subset(val, cfg.test_subset, cfg)
+    train = _subset(train, cfg.train_subset, cfg)
+    evals_ds["test"] = _subset(test, cfg.test_subset, cfg)
     normalizer = Normalizer.fit(train.images, mode=cfg.normalize).to(device)
     augment: Callable | None = None
     if cfg.augment == "standard":
@@ -242,11 +242,11 @@ def _build_folder(cfg: DataConfig, *, batch_size, seed, device, rank, world_size
     eval_tf = transforms.imagenet_eval_transform(crop=crop, resize=round(crop * 256 / 224))
     tr = ImageFolderDataset(cfg.root, split="train", transform=train_tf, on_error=cfg.on_bad_file)
     te = ImageFolderDataset(cfg.root, split="val", transform=eval_tf, on_error=cfg.on_bad_file)
-    index = subset_index(len(tr), cfg.train_subset, class_sorted=True, seed=cfg.split_seed)
+    index = subset_index(len(tr), cfg.train_subset, cfg)
     if index is not None:
         tr = torch.utils.data.Subset(tr, index.tolist())
         tr.classes = tr.dataset.classes  # type: ignore[attr-defined]
-    index = subset_index(len(te), cfg.test_subset, class_sorted=True, seed=cfg.split_seed)
+    index = subset_index(len(te), cfg.test_subset, cfg)
     if index is not None:
         te = torch.utils.data.Subset(te, index.tolist())
     mk = dict(seed=seed, device=device, workers=cfg.workers, channels_last=channels_last)

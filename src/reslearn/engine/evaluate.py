@@ -65,7 +65,7 @@ def collect_probs(path: str | Path, *, root: str | None = None, dataset: str | N
             _, ds = train_val_split(train, val_size=cfg.val_size, seed=cfg.split_seed)
         else:
             ds = test
-        index = subset_index(len(ds), limit, class_sorted=cfg.name == "imagefolder-memory", seed=cfg.split_seed)
+        index = subset_index(len(ds), limit, cfg)
         if index is not None:
             ds = ds.subset(index)
         if ds.images.shape[1] != doc["in_chans"]:
@@ -120,7 +120,7 @@ def _probs_folder(model, doc, cfg, split, ten_crop, multi_scale, batch_size, dev
     else:
         tf, mode = transforms.imagenet_eval_transform(crop=crop, resize=resize), "center-crop"
     ds = ImageFolderDataset(cfg.root, split=split, transform=tf, on_error=cfg.on_bad_file)
-    index = subset_index(len(ds), limit, class_sorted=True, seed=cfg.split_seed)
+    index = subset_index(len(ds), limit, cfg)
     idx = range(len(ds)) if index is None else index.tolist()
     bs = 1 if multi_scale else max(1, batch_size // (10 if ten_crop else 1))
     probs, labels = [], []
