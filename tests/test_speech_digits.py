@@ -23,6 +23,7 @@ from reslearn.speech.digits import (  # noqa: E402
     digit_sources,
     digit_vocabulary,
     load_digit_recordings,
+    log_mel_frames,
     split_speakers,
 )
 
@@ -152,3 +153,19 @@ def test_tiny_wrbn_learns_ctc(recordings):
         torch.set_num_threads(threads)
     # (early in CTC training the output is mostly blank, so the WER is not yet informative)
     assert after["loss"] < 0.5 * before["loss"], (before, after)
+
+
+def test_frame_shift_option():
+    """10 ms is the LogMel default exactly; 30 ms keeps every sample in a window and gives a
+    third of the frames."""
+    wave = torch.randn(2, 8000)
+    ten = log_mel_frames(8000, n_mels=40, frame_ms=10)
+    ref = LogMel(n_mels=40)
+    assert (ten.hop_length, ten.win_length, ten.n_fft) == (ref.hop_length, ref.win_length, ref.n_fft)
+    assert torch.equal(ten(wave)[0], ref(wave)[0])
+    thirty = log_mel_frames(8000, n_mels=40, frame_ms=30)
+    assert (thirty.hop_length, thirty.win_length) == (240, 240)
+    feats, frames = thirty(wave, torch.tensor([8000, 4000]))
+    assert feats.shape == (2, 1, 40, 34) and frames.tolist() == [34, 17]
+    with pytest.raises(ValueError, match="frame_ms"):
+        log_mel_frames(8000, frame_ms=0)

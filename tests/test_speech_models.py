@@ -167,6 +167,8 @@ def test_blstm_matches_packed_sequences():
     g_ref = torch.autograd.grad((ref * w).sum(), [x, *layer.parameters()])
     for a, b in zip(g_ours, g_ref):
         assert torch.allclose(a, b, atol=1e-5)
+    # one nn.LSTM holds the weights of both directions (torch's keys, nothing else)
+    assert list(layer.state_dict()) == [f"lstm.{n}" for n in layer.lstm._flat_weights_names]
 
 
 def test_wrbn_small_and_options():

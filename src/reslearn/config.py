@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -85,15 +86,19 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"  # sgd | rmsprop
+    name: str = "sgd"  # sgd | rmsprop | adam
     lr: float = 0.1
-    momentum: float = 0.9  # sgd's momentum, or rmsprop's momentum term
+    momentum: float = 0.9  # sgd's momentum, rmsprop's momentum term, or adam's beta1
     nesterov: bool = False  # sgd only
     weight_decay: float = 1e-4
     # rmsprop (Szegedy et al. 2016/2017: decay 0.9, epsilon 1.0). PyTorch adds eps after the
     # square root, TensorFlow inside it: g / (sqrt(v) + eps) vs g / sqrt(v + eps).
     rmsprop_decay: float = 0.9
     rmsprop_eps: float = 1.0
+    adam_beta2: float = 0.999
+    # > 0: rescale the gradient to at most this global L2 norm before each step (recurrent
+    # networks; Pascanu et al. 2013). 0: no clipping.
+    clip_grad_norm: float = 0.0
     batch_size: int = 128  # global batch (all ranks together)
     accum_steps: int = 1  # micro-batches per optimizer step (per rank)
 
@@ -149,7 +154,7 @@ _CHOICES = {
     "data.augment": ("standard", "none"),
     "data.normalize": ("per_pixel", "per_channel"),
     "data.on_bad_file": ("skip", "raise"),
-    "optim.name": ("sgd", "rmsprop"),
+    "optim.name": ("sgd", "rmsprop", "adam"),
     "schedule.kind": ("step", "plateau", "cosine", "exponential"),
     "train.amp": ("none", "bf16", "fp16"),
 }
@@ -319,8 +324,13 @@ def validate(cfg: Config) -> None:
         raise ReslearnError(f"schedule.gamma must be in (0, 1]; got {s.gamma}")
     if s.kind == "exponential" and s.decay_every < 1:
         raise ReslearnError(f"schedule.kind=exponential needs schedule.decay_every >= 1 (iterations); got {s.decay_every}")
-    if o.name == "rmsprop" and o.nesterov:
-        raise ReslearnError("optim.nesterov applies to sgd only, not rmsprop")
+    if o.name != "sgd" and o.nesterov:
+        raise ReslearnError(f"optim.nesterov applies to sgd only, not {o.name}")
+    if o.name == "adam" and not (0 <= o.momentum < 1 and 0 <= o.adam_beta2 < 1):
+        raise ReslearnError(f"adam needs optim.momentum (beta1) and optim.adam_beta2 in [0, 1); "
+                            f"got {o.momentum}, {o.adam_beta2}")
+    if not (o.clip_grad_norm >= 0 and math.isfinite(o.clip_grad_norm)):
+        raise ReslearnError(f"optim.clip_grad_norm must be >= 0 (0: off); got {o.clip_grad_norm}")
     if o.name == "rmsprop" and not (0 <= o.rmsprop_decay < 1 and o.rmsprop_eps > 0):
         raise ReslearnError(f"optim.rmsprop_decay must be in [0, 1) and optim.rmsprop_eps > 0; "
                             f"got {o.rmsprop_decay}, {o.rmsprop_eps}")

@@ -182,6 +182,10 @@ class Trainer:
             self.optimizer: torch.optim.Optimizer = torch.optim.RMSprop(
                 self.model.parameters(), lr=o.lr, alpha=o.rmsprop_decay, eps=o.rmsprop_eps,
                 momentum=o.momentum, weight_decay=o.weight_decay)
+        elif o.name == "adam":  # Kingma & Ba 2015; optim.momentum is beta1
+            self.optimizer = torch.optim.Adam(
+                self.model.parameters(), lr=o.lr, betas=(o.momentum, o.adam_beta2),
+                weight_decay=o.weight_decay)
         else:
             self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
                                              nesterov=o.nesterov, weight_decay=o.weight_decay)
@@ -434,6 +438,9 @@ class Trainer:
         if self.dist.world > 1:
             dist.all_reduce(stats)
         if math.isfinite(float(stats[0])):
+            if self.cfg.optim.clip_grad_norm > 0:
+                self.scaler.unscale_(self.optimizer)  # clip the true gradients, not fp16-scaled ones
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad_norm)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         # The loss is a *sum* over the step's samples, so logging can average it exactly.

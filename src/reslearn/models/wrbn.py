@@ -39,8 +39,11 @@ Input (B, in_chans, n_bins, T); output (B, T, num_classes) logits.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn as nn
+from torch.func import functional_call
 
 from ..registry import register_model
 from .base import ClassifierModel, check_choice, check_num_classes, check_positive
@@ -111,11 +114,14 @@ class BLSTM(nn.Module):
     (``merge="sum"``, output ``hidden``) or concatenated (``"concat"``, ``2 * hidden``).
 
     With ``lengths``, each row is read over its first ``lengths`` frames only (outputs after
-    them are 0), as with packed sequences, but computed from two padded runs of the same LSTM:
-    the forward direction over the rows as they are and the backward direction over the rows
-    right-aligned (padding first), so that neither direction reads padding before a valid
-    frame. The backward pass of packed sequences on the CPU grows with the square of the
-    length; this stays linear (several times faster for utterances of a few hundred frames).
+    them are 0), as with packed sequences, but computed from padded tensors: the forward
+    direction runs over the rows as they are, the backward direction (its ``*_reverse``
+    weights, run as a one-way LSTM) over each row reversed within its length, so that
+    neither direction reads padding before a valid frame. The backward pass of packed
+    sequences on the CPU grows with the square of the length; this stays linear (several
+    times faster for utterances of a few hundred frames) and does the work of one
+    bidirectional pass. The parameters stay those of the one ``nn.LSTM`` (state_dict keys
+    ``lstm.weight_ih_l0``, ``lstm.weight_ih_l0_reverse``, ...).
     """
 
     def __init__(self, in_features: int, hidden: int, *, merge: str, dropout: float) -> None:
@@ -124,6 +130,9 @@ class BLSTM(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.lstm = nn.LSTM(in_features, hidden, batch_first=True, bidirectional=True)
         self.out_features = hidden if merge == "sum" else 2 * hidden
+        # A one-way LSTM of the same shape, without parameters of its own (meta device, kept out
+        # of the module tree): each direction runs through it with its weights from self.lstm.
+        self.__dict__["_one_way"] = nn.LSTM(in_features, hidden, batch_first=True, device="meta")
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         x = self.drop(x)
@@ -131,17 +140,25 @@ class BLSTM(nn.Module):
         fw, bw = y.chunk(2, dim=-1)
         return fw + bw if self.merge == "sum" else y
 
+    def _direction(self, x: torch.Tensor, suffix: str) -> torch.Tensor:
+        """One direction of ``self.lstm`` (``suffix`` "" forward, "_reverse" backward) run
+        left to right over ``x``."""
+        params = {n: getattr(self.lstm, n + suffix) for n in self._one_way._flat_weights_names}
+        with warnings.catch_warnings():
+            # on CUDA the borrowed weights are not one contiguous cuDNN buffer (a copy per call)
+            warnings.filterwarnings("ignore", message="RNN module weights are not part")
+            return functional_call(self._one_way, params, (x,))[0]
+
     def _within_lengths(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        steps = x.shape[1]
-        t = torch.arange(steps, device=x.device)
+        t = torch.arange(x.shape[1], device=x.device)
         lengths = lengths.to(x.device)
-        shift = (steps - lengths)[:, None]  # right-aligning moves row b by steps - length_b
-        src = t - shift
-        right = x.gather(1, src.clamp_min(0)[..., None].expand_as(x)) * (src >= 0)[..., None]
-        fw = self.lstm(x)[0].chunk(2, dim=-1)[0]
-        bw = self.lstm(right)[0].chunk(2, dim=-1)[1]
-        bw = bw.gather(1, (t + shift).clamp_max(steps - 1)[..., None].expand_as(bw))
-        return torch.cat([fw, bw], dim=-1) * (t < lengths[:, None])[..., None]
+        valid = (t < lengths[:, None])[..., None]
+        # frame t of a reversed row is frame length - 1 - t; reversing twice restores the order
+        rev = (lengths[:, None] - 1 - t).clamp_min(0)[..., None]
+        fw = self._direction(x, "")
+        bw = self._direction(x.gather(1, rev.expand_as(x)) * valid, "_reverse")
+        bw = bw.gather(1, rev.expand_as(bw))
+        return torch.cat([fw, bw], dim=-1) * valid
 
 
 class _FeedForward(nn.Module):

@@ -43,6 +43,7 @@ __all__ = [
     "digit_vocabulary",
     "digit_sources",
     "find_digit_folder",
+    "log_mel_frames",
     "build_bundle",
 ]
 
@@ -259,6 +260,7 @@ def digit_sources(
     min_digits: int = 1,
     max_digits: int = 7,
     n_mels: int = 80,
+    frame_ms: float = 10.0,
     eval_batch_size: int | None = None,
     seed: int = 0,
     split_seed: int | None = None,
@@ -271,9 +273,10 @@ def digit_sources(
     digit strings built from the recordings in ``folder`` (val gets ``test_strings`` too).
     ``split_seed`` (default ``seed``) draws the test speakers (``num_test`` of them unless
     ``test_speakers`` names them) and the strings; ``seed`` the training order. Features:
-    ``LogMel(n_mels=n_mels)`` at the recordings' rate."""
+    ``log_mel_frames(n_mels, frame_ms)`` at the recordings' rate."""
     split_seed = seed if split_seed is None else split_seed
     recordings = load_digit_recordings(folder)
+    features = log_mel_frames(recordings.sample_rate, n_mels=n_mels, frame_ms=frame_ms)
     speakers = split_speakers(
         recordings.speakers, test_speakers=test_speakers, num_test=num_test,
         val_speakers=val_speakers, seed=split_seed,
@@ -294,7 +297,7 @@ def digit_sources(
         out[split] = DigitSource(
             strings,
             batch_size=batch_size if train else (eval_batch_size or batch_size),
-            features=LogMel(sample_rate=recordings.sample_rate, n_mels=n_mels),
+            features=features,
             shuffle=train,
             drop_last=train and len(strings) >= batch_size,
             seed=seed,
@@ -302,6 +305,18 @@ def digit_sources(
             **sharding_for(train, rank=rank, world_size=world_size, accum_steps=accum_steps),
         )
     return out
+
+
+def log_mel_frames(sample_rate: int, *, n_mels: int = 80, frame_ms: float = 10.0) -> LogMel:
+    """``LogMel`` with a frame shift of ``frame_ms`` (10 ms: the usual rate; 30 ms: the "lower
+    frame rate" of Pundak & Sainath, Interspeech 2016, a third of the frames for the BLSTMs and
+    CTC) and a window of 25 ms or the shift, whichever is longer (no sample is skipped)."""
+    if not frame_ms > 0:
+        raise ValueError(f"frame_ms must be > 0; got {frame_ms!r}")
+    hop = max(1, round(sample_rate * frame_ms / 1000))
+    win = max(round(sample_rate * 0.025), hop)
+    return LogMel(sample_rate=sample_rate, n_mels=n_mels, hop_length=hop, win_length=win,
+                  n_fft=max(512, 1 << (win - 1).bit_length()))
 
 
 def find_digit_folder(root: str | Path = "") -> Path:
@@ -339,13 +354,15 @@ def build_bundle(
     min_digits: int = 1,
     max_digits: int = 7,
     n_mels: int = 80,
+    frame_ms: float = 10.0,
     ctc_normalize: str = "target",
     eval_batch_size: int = 64,
 ):
     """The engine's ``DataBundle`` for ``data.name: digit-strings`` (``engine.data.APP_DATA``):
     ``digit_sources`` over ``find_digit_folder(data.root)``, strings and test speakers drawn from
     ``data.split_seed``, evaluated by ``CTCTask`` (word error rate). A model for ``n_mels`` other
-    than 80 needs ``model.kwargs.n_bins`` to match; ``ctc_normalize`` is ``CTCTask(normalize=)``."""
+    than 80 needs ``model.kwargs.n_bins`` to match; ``frame_ms`` is the frame shift
+    (``log_mel_frames``); ``ctc_normalize`` is ``CTCTask(normalize=)``."""
     from ..engine.data import DataBundle
     from .ctc import CTCTask
 
@@ -353,7 +370,8 @@ def build_bundle(
     srcs = digit_sources(
         folder, batch_size=batch_size, train_strings=train_strings, test_strings=test_strings,
         test_speakers=test_speakers, num_test=num_test, val_speakers=tuple(val_speakers),
-        min_digits=min_digits, max_digits=max_digits, n_mels=n_mels, eval_batch_size=eval_batch_size, seed=seed,
+        min_digits=min_digits, max_digits=max_digits, n_mels=n_mels, frame_ms=frame_ms,
+        eval_batch_size=eval_batch_size, seed=seed,
         split_seed=cfg.split_seed, device=device, rank=rank, world_size=world_size,
         accum_steps=accum_steps,
     )
