@@ -44,20 +44,6 @@ def test_rmsprop_config_checks():
         load_config(None, ["optim.name=rmsprop", "optim.rmsprop_eps=0"])
 
 
-def test_trainer_builds_rmsprop():
-    from reslearn.engine.data import DataBundle
-    from reslearn.engine.trainer import Trainer
-
-    cfg = load_config(None, ["optim.name=rmsprop", "optim.lr=0.045", "optim.weight_decay=4e-5",
-                             "model.kwargs.width=4", "train.device=cpu"])
-    data = DataBundle(train=None, evals={}, num_classes=10, in_chans=3, image_size=(32, 32),
-                      classes=[str(i) for i in range(10)], normalizer_state={}, train_size=0, info={})
-    t = Trainer(cfg, data=data)
-    assert isinstance(t.optimizer, torch.optim.RMSprop)
-    g = t.optimizer.param_groups[0]
-    assert (g["lr"], g["alpha"], g["eps"], g["momentum"], g["weight_decay"]) == (0.045, 0.9, 1.0, 0.9, 4e-5)
-
-
 def _trainer(*overrides):
     from reslearn.engine.data import DataBundle
     from reslearn.engine.trainer import Trainer
@@ -66,6 +52,13 @@ def _trainer(*overrides):
     data = DataBundle(train=None, evals={}, num_classes=10, in_chans=3, image_size=(32, 32),
                       classes=[str(i) for i in range(10)], normalizer_state={}, train_size=0, info={})
     return Trainer(cfg, data=data)
+
+
+def test_trainer_builds_rmsprop():
+    t = _trainer("optim.name=rmsprop", "optim.lr=0.045", "optim.weight_decay=4e-5")
+    assert isinstance(t.optimizer, torch.optim.RMSprop)
+    g = t.optimizer.param_groups[0]
+    assert (g["lr"], g["alpha"], g["eps"], g["momentum"], g["weight_decay"]) == (0.045, 0.9, 1.0, 0.9, 4e-5)
 
 
 def test_adam_and_clipping_config_checks():
