@@ -444,6 +444,36 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+@subcommand
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert", help="turn a published CIFAR ResNet checkpoint (.th/.pt) into a reslearn weights file",
+        description="Convert CHECKPOINT, a trained option-A CIFAR ResNet of the pytorch_resnet_cifar10 layout "
+        "(github.com/akamaster/pytorch_resnet_cifar10: a torch.save'd {'state_dict': {'module.conv1.weight': ...}, "
+        "'best_prec1': ...}), into a reslearn weights file that computes the same logits. It is read with "
+        "torch.load(weights_only=True), which refuses pickled code; the depth comes from the file; the channels "
+        "of the zero-padding shortcut are reordered onto ours; the file records the checkpoint's input "
+        "normalisation (x/255, then per-channel mean 0.485/0.456/0.406, std 0.229/0.224/0.225), which "
+        "`reslearn eval` and `reslearn predict` then apply.",
+        epilog="example: reslearn convert resnet56-4bfd9763.th -o resnet56.safetensors && "
+        "reslearn eval resnet56.safetensors")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="the .th/.pt file (nothing is downloaded)")
+    p.add_argument("--out", "-o", required=True, help="the reslearn weights file to write (.safetensors)")
+    p.add_argument("--model", "-m", help="check that the file holds this model (e.g. resnet56); default: "
+                   "resnet<depth> from the file")
+    p.set_defaults(func=_cmd_convert)
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import LAYOUT, convert_checkpoint
+
+    r = convert_checkpoint(args.checkpoint, args.out, model=args.model)
+    note = f"; its best test error {100 - r['best_prec1']:.2f}%" if "best_prec1" in r else ""
+    print(f"wrote {r['out']}: {r['model']} ({r['num_classes']} classes) from the {LAYOUT} checkpoint "
+          f"{args.checkpoint}{note}")
+    return 0
+
+
 # --------------------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -16,24 +16,55 @@ import torch.nn as nn
 
 from ..errors import ReslearnError
 
-__all__ = ["read_state_dict", "load_backbone_weights"]
+__all__ = ["read_torch_file", "read_state_dict", "load_backbone_weights"]
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise ReslearnError(f"weights file {path} does not exist (no weights can be downloaded here)")
+    return path
+
+
+def _unpickler_reason(e: Exception) -> str:
+    """One line for why ``torch.load`` failed: for its weights-only unpickler, the reason it
+    states after "WeightsUnpickler error:" (on that line or the next), else the first line."""
+    lines = [ln.strip() for ln in str(e).splitlines()]
+    after = next((i for i, ln in enumerate(lines) if "WeightsUnpickler error:" in ln), None)
+    if after is not None:
+        rest = [lines[after].split("error:", 1)[1].strip(), *lines[after + 1 :]]
+        return next((ln for ln in rest if ln), "refused by the weights-only unpickler").split(". ")[0]
+    return f"{type(e).__name__}: {lines[0]}" if lines and lines[0] else f"{type(e).__name__}: empty or truncated"
+
+
+def read_torch_file(path: str | Path) -> object:
+    """What ``torch.load(path, weights_only=True)`` returns, on the CPU; a missing file, a file
+    that is not torch's, and a pickle of other objects (which ``weights_only`` refuses, as it may
+    run code) each raise one ``ReslearnError`` naming the problem."""
+    path = _existing(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt file, not a torch file, pickled code refused by weights_only
+        why = _unpickler_reason(e)
+        if "Unsupported global" in why:  # a class or function pickled by reference: could run code
+            raise ReslearnError(f"cannot read weights {path}: it pickles more than tensors ({why}), which "
+                                f"torch.load(weights_only=True) refuses; save its state_dict alone") from None
+        raise ReslearnError(f"cannot read weights {path}: not a readable PyTorch file ({why})") from None
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a ``.safetensors`` or ``.pth``/``.pt`` file, on the CPU; a ``{"state_dict": ...}``
     or ``{"model": ...}`` wrapper and DataParallel's ``module.`` prefix are removed."""
-    path = Path(path)
-    if not path.is_file():
-        raise ReslearnError(f"weights file {path} does not exist (no weights can be downloaded here)")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    path = _existing(path)
+    if path.suffix != ".safetensors":
+        sd = read_torch_file(path)
+    else:
+        from safetensors.torch import load_file
 
-            sd: object = load_file(str(path), device="cpu")
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt file, pickled code refused by weights_only, ...
-        raise ReslearnError(f"cannot read weights {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        try:
+            sd = load_file(str(path), device="cpu")
+        except Exception as e:  # truncated or corrupt
+            raise ReslearnError(f"cannot read weights {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
     for key in ("state_dict", "model"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]
