@@ -13,7 +13,7 @@ from .engine.trainer import find_latest_checkpoint, train
 from .errors import ReslearnError
 from .plotting import plot_runs
 
-__all__ = ["compare", "format_table", "demo_data_overrides"]
+__all__ = ["compare", "format_table"]
 
 
 # Settings that change where data lives or how a run is shown, not what it trains: a finished or
@@ -144,19 +144,3 @@ def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> 
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*b) for b in body])
-
-
-def demo_data_overrides() -> list[str]:
-    """The demo's offline data: CIFAR-10 if a copy is found, else Debian's Fashion-MNIST."""
-    from .config import DataConfig
-    from .data.idx import find_idx_root
-    from .engine.data import default_data_roots, resolve_root
-
-    if resolve_root(DataConfig(name="cifar10")) is not None:
-        return ["data.name=cifar10"]
-    if find_idx_root("fashion-mnist") is not None:
-        return ["data.name=fashion-mnist"]
-    raise ReslearnError(
-        "no offline data found: put CIFAR-10 (cifar-10-batches-py/) in one of "
-        + ", ".join(str(r) for r in default_data_roots())
-        + ", or install Debian's dataset-fashion-mnist, or pass data.download=true")

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from .experiments import compare, format_table
 from .models.cifar_resnet import TABLE6_ERROR
+from .results import record_runs, run_row
 
 __all__ = ["budget_overrides", "degradation", "cifar_table", "PAPER_TABLE6_PARAMS"]
 
@@ -41,8 +42,16 @@ def budget_overrides(iterations: int | None, train_subset: int = 0, test_subset:
     return o
 
 
-def _final_errors(res: dict[str, Any], split: str) -> tuple[float, float]:
-    return float(res.get("train_err", float("nan"))), float(res.get(split, {}).get("top1_err", float("nan")))
+def _record(rows: list[dict[str, Any]], out: Path, record: str | Path | None) -> None:
+    for folder in [out] + ([Path(record)] if record else []):
+        record_runs(rows, folder)
+
+
+def _rows(names: Sequence[str], res: dict[str, Any], out: Path, seed: int) -> list[dict[str, Any]]:
+    """One row per net: training error over the last tenth of the run, final test error."""
+    return [{"net": n, "depth": int(n.lstrip("plainresnet")),
+             "train_err": train_error_window(out / f"{n}-seed{seed}"),
+             "test_err": float(res[n][0].get("test", {}).get("top1_err", float("nan")))} for n in names]
 
 
 def _two_panel_figure(run_sets: dict[str, list[tuple[str, Path]]], out: Path, title: str) -> Path:
@@ -90,19 +99,19 @@ def degradation(*, depths: Sequence[int] = (20, 32, 44, 56), recipe: str = "cifa
                 seed: int = 0, out: str | Path = "runs/degradation", imagefolder: str | None = None,
                 imagenet_recipe: str = "imagenet", imagenet_iterations: int | None = None,
                 overrides: Sequence[str] = (), imagefolder_overrides: Sequence[str] = (),
-                jobs: int = 1) -> dict[str, Any]:
+                jobs: int = 1, record: str | Path | None = None) -> dict[str, Any]:
     """Train plain-d and ResNet-d for each depth; figure + table; check the paper's finding.
-    ``imagefolder_overrides`` apply to the Fig. 4 runs only (after ``overrides``)."""
+    ``imagefolder_overrides`` apply to the Fig. 4 runs only (after ``overrides``). Results rows
+    go to ``out/fig6.csv`` / ``out/fig4.csv`` (and into ``record`` with ``record``)."""
     out = Path(out)
     depths = sorted(depths)
     budget = budget_overrides(iterations, train_subset, test_subset) + list(overrides)
     names = [f"plain{d}" for d in depths] + [f"resnet{d}" for d in depths]
     res = compare(_deepest_first(depths), recipe=recipe, overrides=budget, out_dir=out / "cifar10", seeds=[seed],
                   title="CIFAR-10: plain and ResNet (thin: train, bold: test)", jobs=jobs)
-    rows = []
-    for name in names:
-        tr, te = _final_errors(res[name][0], "test")
-        rows.append({"net": name, "depth": int(name.lstrip("plainresnet")), "train_err": tr, "test_err": te})
+    rows = _rows(names, res, out / "cifar10", seed)
+    _record([run_row(out / "cifar10" / f"{r['net']}-seed{seed}", experiment="fig6", recipe=recipe,
+                     train_err=r["train_err"]) for r in rows], out, record)
     _two_panel_figure(
         {"plain": [(f"plain-{d}", out / "cifar10" / f"plain{d}-seed{seed}") for d in depths],
          "ResNet": [(f"ResNet-{d}", out / "cifar10" / f"resnet{d}-seed{seed}") for d in depths]},
@@ -116,10 +125,9 @@ def degradation(*, depths: Sequence[int] = (20, 32, 44, 56), recipe: str = "cifa
         inames = ["plain18", "plain34", "resnet18", "resnet34"]
         ires = compare(_deepest_first((18, 34)), recipe=imagenet_recipe, overrides=ib,
                        out_dir=out / "imagefolder", seeds=[seed], jobs=jobs)
-        irows = []
-        for name in inames:
-            tr, te = _final_errors(ires[name][0], "test")
-            irows.append({"net": name, "depth": int(name.lstrip("plainresnet")), "train_err": tr, "test_err": te})
+        irows = _rows(inames, ires, out / "imagefolder", seed)
+        _record([run_row(out / "imagefolder" / f"{r['net']}-seed{seed}", experiment="fig4", recipe=imagenet_recipe,
+                         train_err=r["train_err"]) for r in irows], out, record)
         _two_panel_figure(
             {"plain": [(n, out / "imagefolder" / f"{n}-seed{seed}") for n in ("plain18", "plain34")],
              "ResNet": [(n, out / "imagefolder" / f"{n}-seed{seed}") for n in ("resnet18", "resnet34")]},
@@ -130,39 +138,83 @@ def degradation(*, depths: Sequence[int] = (20, 32, 44, 56), recipe: str = "cifa
     return result
 
 
+# The verdicts compare training error (the thin curves of Fig. 4 and Fig. 6, where the paper
+# states its finding) averaged over the last tenth of each run's iterations: one logged window is
+# a few batches and too noisy to order nets by.
+WINDOW_FRACTION = 0.1
+
+
+def train_error_window(run_dir: str | Path, *, fraction: float = WINDOW_FRACTION) -> float:
+    """Mean training error (%) over the logged rows of the last ``fraction`` of a run's iterations
+    (at least its last logged row), from ``run_dir/metrics.csv``."""
+    from .engine.logging import read_metrics
+
+    rows = [r for r in read_metrics(Path(run_dir) / "metrics.csv") if r.get("train_err")]
+    if not rows:
+        return float("nan")
+    last = int(rows[-1]["iteration"])
+    start = last - max(1, round(fraction * last))
+    window = [float(r["train_err"]) for r in rows if int(r["iteration"]) > start]
+    return statistics.fmean(window)
+
+
+def _label(net: str) -> str:
+    kind, depth = ("ResNet", net[6:]) if net.startswith("resnet") else ("plain", net[5:])
+    return f"{kind}-{depth}"
+
+
 def _finding(rows: list[dict[str, Any]], depths: Sequence[int]) -> dict[str, Any]:
-    """The paper's finding: the deepest plain net has a HIGHER training error than the shallowest;
-    the deepest ResNet's is LOWER (or equal)."""
-    by = {r["net"]: r for r in rows}
+    """The paper's finding (Sec. 4.1, 4.2): the deepest plain net has a HIGHER training error than
+    the shallowest (degradation); the deepest ResNet's is LOWER than the deepest plain net's and
+    lower than (or equal to) the shallowest ResNet's. ``lines`` says each in words, with numbers."""
+    by = {r["net"]: r["train_err"] for r in rows}
     lo, hi = min(depths), max(depths)
-    plain_degrades = by[f"plain{hi}"]["train_err"] > by[f"plain{lo}"]["train_err"]
-    resnet_improves = by[f"resnet{hi}"]["train_err"] <= by[f"resnet{lo}"]["train_err"]
-    return {"plain_deeper_higher_train_error": plain_degrades,
-            "resnet_deeper_lower_or_equal_train_error": resnet_improves,
-            "reproduced": plain_degrades and resnet_improves}
+    checks = [
+        ("plain_deeper_higher_train_error", f"plain{hi}", f"plain{lo}", ">",
+         "degradation", "no degradation at this budget"),
+        ("resnet_beats_plain", f"resnet{hi}", f"plain{hi}", "<",
+         "the shortcuts remove the degradation", "the shortcuts do not help yet at this budget"),
+        ("resnet_deeper_lower_or_equal_train_error", f"resnet{hi}", f"resnet{lo}", "<=",
+         "with shortcuts, deeper is better", "this half of the figure needs a longer budget"),
+    ]
+    out: dict[str, Any] = {"lines": []}
+    for key, a, b, op, yes, no in checks:
+        ok = by[a] > by[b] if op == ">" else by[a] < by[b] if op == "<" else by[a] <= by[b]
+        word = {">": "worse", "<": "better", "<=": "better (or as well)"}[op]
+        verb = "trains" if ok else "does not train"
+        out[key] = ok
+        out["lines"].append(f"{_label(a)} {verb} {word} than {_label(b)} ({by[a]:.2f}% vs {by[b]:.2f}% training "
+                            f"error): {yes if ok else no}")
+    out["reproduced"] = all(out[k] for k, *_ in checks)
+    return out
+
+
+def format_finding(f: dict[str, Any]) -> str:
+    """The verdict lines, then the overall conclusion."""
+    end = ("verdict: the paper's finding is reproduced" if f["reproduced"]
+           else "verdict: not fully reproduced at this budget (see above which half shows)")
+    return "\n".join([*f["lines"], end])
 
 
 def format_degradation(result: dict[str, Any]) -> str:
     parts = []
     for key in ("cifar10", "imagefolder"):
         if key in result:
-            parts.append(f"{key}: final training error (last logged window) and test error, %")
+            parts.append(f"{key}: training error (mean over the last {WINDOW_FRACTION:.0%} of the iterations) "
+                         "and final test error, %")
             parts.append(format_table(result[key], [("net", "net"), ("train error %", "train_err"),
                                                     ("test error %", "test_err")]))
-            f = result["finding" if key == "cifar10" else "imagefolder_finding"]
-            parts.append(
-                f"deeper plain net has higher training error: {f['plain_deeper_higher_train_error']}; "
-                f"deeper ResNet has lower or equal training error: {f['resnet_deeper_lower_or_equal_train_error']}"
-                f" -> {'the paper' + chr(39) + 's finding is reproduced' if f['reproduced'] else 'not reproduced at this budget'}")
+            parts.append(format_finding(result["finding" if key == "cifar10" else "imagefolder_finding"]))
     return "\n".join(parts)
 
 
 def cifar_table(*, depths: Sequence[int] = (20, 32, 44, 56, 110, 1202), seeds: int = 1,
                 iterations: int | None = None, train_subset: int = 0, test_subset: int = 0,
                 out: str | Path = "runs/cifar_table", overrides: Sequence[str] = (),
-                jobs: int = 1) -> list[dict[str, Any]]:
+                jobs: int = 1, record: str | Path | None = None) -> list[dict[str, Any]]:
     """Table 6: ResNets of each depth on CIFAR-10, ``seeds`` runs each (mean +- std), with the
-    110+-layer warm-up (recipe cifar10_deep) and the paper's numbers beside ours."""
+    110+-layer warm-up (recipe cifar10_deep) and the paper's numbers beside ours. One results row
+    per run goes to ``out/table6.csv`` (and ``record/table6.csv`` with ``record``)."""
     from .summary import summarize
 
     out = Path(out)
@@ -172,6 +224,8 @@ def cifar_table(*, depths: Sequence[int] = (20, 32, 44, 56, 110, 1202), seeds: i
         recipe = "cifar10_deep" if d >= 110 else "cifar10"
         res = compare([f"resnet{d}"], recipe=recipe, overrides=budget, out_dir=out, seeds=range(seeds), jobs=jobs)
         errs = [r["test"]["top1_err"] for r in res[f"resnet{d}"]]
+        _record([run_row(out / f"resnet{d}-seed{k}", experiment="table6", recipe=recipe) for k in range(seeds)],
+                out, record)
         rows.append({
             "depth": d, "params": summarize(f"resnet{d}").params,
             "paper_params_M": PAPER_TABLE6_PARAMS.get(d), "paper_err": TABLE6_ERROR.get(d),

@@ -130,7 +130,7 @@ def _fetch(url: str, dest: Path, *, md5: str, progress: bool) -> None:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
             headers = getattr(resp, "headers", None)
             total = int(headers.get("Content-Length") or 0) if headers is not None else 0
-            with tqdm(total=total or None, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
+            with tqdm(total=total or None, unit="B", unit_scale=True, desc=dest.name, disable=None if progress else True) as bar:  # None: off when not a terminal
                 while chunk := resp.read(_CHUNK):
                     out.write(chunk)
                     h.update(chunk)

@@ -249,7 +249,7 @@ def _decode_all(samples: list[tuple[Path, int]], *, size: int | None, workers: i
 
     step = 256
     chunks = [range(s, min(s + step, len(samples))) for s in range(0, len(samples), step)]
-    with ThreadPoolExecutor(max(1, workers)) as ex, tqdm(total=len(samples), desc=desc, unit="img", disable=not progress) as bar:
+    with ThreadPoolExecutor(max(1, workers)) as ex, tqdm(total=len(samples), desc=desc, unit="img", disable=None if progress else True) as bar:  # None: off when not a terminal
         for n in ex.map(work, chunks):
             bar.update(n)
     failed.sort()

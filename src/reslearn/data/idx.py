@@ -7,6 +7,7 @@ big-endian uint32 sizes, then the data. Images are ``idx3`` (N, 28, 28), labels 
 from __future__ import annotations
 
 import gzip
+import os
 import zlib
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import torch
 from ..errors import ReslearnError
 from .arrays import ArrayDataset
 
-__all__ = ["load_idx", "find_idx_root"]
+__all__ = ["load_idx", "find_idx_root", "system_datasets_dir"]
 
 _CLASSES = {
     # Xiao et al. 2017, https://github.com/zalandoresearch/fashion-mnist#labels
@@ -26,7 +27,9 @@ _CLASSES = {
 }
 # Where Debian's dataset-fashion-mnist (and an mnist package) install the files, and the folders
 # torchvision's FashionMNIST / MNIST download into (``root/<Name>/raw``), so both are reused.
-_SYSTEM_DIRS = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist"), "mnist": Path("/usr/share/datasets/mnist")}
+# $RESLEARN_SYSTEM_DATASETS replaces /usr/share/datasets (tests point it at an empty folder to
+# play a machine without the Debian package).
+_SYSTEM_NAMES = {"fashion-mnist": "fashion-mnist", "mnist": "mnist"}
 _TORCHVISION_DIRS = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}
 
 
@@ -50,8 +53,13 @@ def find_idx_root(name: str = "fashion-mnist") -> Path | None:
     """The system folder holding ``name``'s IDX files (Debian's ``/usr/share/datasets/<name>/``),
     or None."""
     _check_name(name)
-    folder = _SYSTEM_DIRS[name]
+    folder = system_datasets_dir() / _SYSTEM_NAMES[name]
     return folder if _has_idx(folder) else None
+
+
+def system_datasets_dir() -> Path:
+    """Debian's data set folder, ``/usr/share/datasets`` (or ``$RESLEARN_SYSTEM_DATASETS``)."""
+    return Path(os.environ.get("RESLEARN_SYSTEM_DATASETS") or "/usr/share/datasets")
 
 
 def _read_idx(path: Path, *, ndim: int) -> np.ndarray:
@@ -86,7 +94,7 @@ def load_idx(root: str | Path | None = None, *, name: str = "fashion-mnist", tra
         folder = find_idx_root(name)
         if folder is None:
             raise ReslearnError(
-                f"{name} not found in {_SYSTEM_DIRS[name]}; pass its folder as root "
+                f"{name} not found in {system_datasets_dir() / _SYSTEM_NAMES[name]}; pass its folder as root "
                 f"(or install it: apt-get install dataset-{name})"
             )
     else:

@@ -34,8 +34,9 @@ from ..checkpoint import (
 from ..config import Config, config_to_dict, dump_config
 from ..errors import ReslearnError
 from ..registry import create_model, model_info
+from ..results import machine_description
 from .data import DataBundle, build_data
-from .logging import MetricLogger
+from .logging import MetricLogger, Progress
 from .schedule import LRPolicy
 from .task import ClassificationTask, Task
 
@@ -333,7 +334,8 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(dump_config(cfg))
             (self.run_dir / "run.json").write_text(json.dumps({
                 "reslearn_version": __version__, "git_commit": self.commit, "torch": torch.__version__,
-                "device": str(self.device), "world_size": self.dist.world, "data": self.data.info,
+                "device": str(self.device), "machine": machine_description(str(self.device)),
+                "world_size": self.dist.world, "data": self.data.info,
                 "model_kwargs": self.model_kwargs, "resumed_from": resumed_from,
             }, indent=2))
             logger = MetricLogger(self.run_dir, tensorboard=t.tensorboard, resume_from=resumed_from)
@@ -351,12 +353,7 @@ class Trainer:
         steps_per_epoch = len(src) // accum
         if steps_per_epoch < 1:
             raise ReslearnError(f"the training set is smaller than one batch of {cfg.optim.batch_size}")
-        bar = None
-        if self.dist.main and t.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=total, initial=self.iteration, desc=cfg.model.name, unit="it",
-                       dynamic_ncols=True, leave=True)
+        bar = Progress(total=total, initial=self.iteration, desc=cfg.model.name) if self.dist.main and t.progress else None
         self.model.train()
         acc = self.log_acc  # loss sum, errors, error denominator, n since the last log row
         t0, seen, start_time = time.perf_counter(), 0, time.perf_counter()
@@ -389,8 +386,7 @@ class Trainer:
                            "images_per_s": seen / el if el > 0 else None,
                            "elapsed_s": time.perf_counter() - start_time}
                     if bar:
-                        bar.set_postfix(loss=f"{row['train_loss']:.3f}", err=f"{row['train_err']:.1f}%",
-                                        lr=f"{lr:.3g}", img_s=f"{row['images_per_s'] or 0:.0f}")
+                        bar.show(row)
                     if done % t.eval_every == 0 or done == total:
                         row.update(self._eval_and_track())
                         # training error of the last logged window, beside the eval numbers

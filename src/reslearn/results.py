@@ -1,0 +1,128 @@
+"""Measured results as data: one CSV row per run, written by the command that ran it, and the
+docs' tables generated from those files (``make readme``; a test fails when a table is stale).
+
+A row records what a reader needs to trust a number: the experiment, model, recipe, budget
+(iterations, epochs), seed, training and test error, the machine (device and CPU flags), the
+git commit and the wall time. ``docs/results/<experiment>.csv`` holds the rows the docs cite;
+``record_runs`` adds (or replaces, keyed by experiment, model, recipe, iterations and seed) rows
+there or in any other folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import re
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+__all__ = ["COLUMNS", "run_row", "record_runs", "read_results", "machine_description", "markdown_table",
+           "update_docs"]
+
+COLUMNS = ["experiment", "model", "recipe", "iterations", "epochs", "seed", "train_err", "test_err",
+           "device", "machine", "commit", "wall_s"]
+_KEY = ("experiment", "model", "recipe", "iterations", "seed")
+
+
+def machine_description(device: str) -> str:
+    """The accelerator's name, or the CPU's model, core count and vector flags (avx2, avx512f,
+    avx512_bf16, amx_bf16): speeds differ several-fold between CPUs that all say "cpu"."""
+    if device.startswith("cuda"):
+        try:
+            import torch
+
+            return torch.cuda.get_device_name(torch.device(device))
+        except Exception:  # no CUDA here: the run was elsewhere
+            return device
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        model = re.search(r"^model name\s*:\s*(.+)$", info, re.M).group(1).strip()  # type: ignore[union-attr]
+        flags = set(re.search(r"^flags\s*:\s*(.+)$", info, re.M).group(1).split())  # type: ignore[union-attr]
+    except (OSError, AttributeError):
+        pass
+    vec = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{model}, {os.cpu_count()} cores, {' '.join(vec) or 'no avx2'}"
+
+
+def run_row(run_dir: str | Path, *, experiment: str, recipe: str, train_err: float | None = None) -> dict[str, Any]:
+    """The results row of a finished run folder (``config.yaml``, ``run.json``, ``final.json``,
+    ``metrics.csv``). ``train_err`` overrides the last logged window (e.g. a verdict's window)."""
+    from .config import yaml_load
+    from .engine.logging import read_metrics
+
+    run_dir = Path(run_dir)
+    cfg = yaml_load((run_dir / "config.yaml").read_text())
+    run = json.loads((run_dir / "run.json").read_text())
+    final = json.loads((run_dir / "final.json").read_text())
+    rows = read_metrics(run_dir / "metrics.csv")
+    test = final.get("test", {}).get("top1_err")
+    return {
+        "experiment": experiment, "model": cfg["model"]["name"], "recipe": recipe,
+        "iterations": final.get("iteration", cfg["schedule"]["iterations"]),
+        "epochs": float(rows[-1]["epoch"]) if rows else "",
+        "seed": cfg["train"]["seed"],
+        "train_err": round(float(train_err if train_err is not None else final.get("train_err", "nan")), 2),
+        "test_err": round(float(test), 2) if test is not None else "",
+        "device": run.get("device", ""), "machine": run.get("machine") or machine_description(run.get("device", "cpu")),
+        "commit": run.get("git_commit", ""),
+        "wall_s": round(float(rows[-1]["elapsed_s"])) if rows and rows[-1].get("elapsed_s") else "",
+    }
+
+
+def read_results(path: str | Path) -> list[dict[str, str]]:
+    """The rows of one results CSV (an empty list when it does not exist)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def record_runs(rows: Iterable[dict[str, Any]], folder: str | Path) -> Path:
+    """Add ``rows`` to ``folder/<experiment>.csv`` (one file per experiment), replacing rows with
+    the same experiment, model, recipe, iterations and seed; written atomically."""
+    rows = list(rows)
+    if not rows:
+        raise ValueError("no rows to record")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{rows[0]['experiment']}.csv"
+    new = {tuple(str(r[k]) for k in _KEY): r for r in rows}
+    kept = [r for r in read_results(path) if tuple(r[k] for k in _KEY) not in new]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows([*kept, *new.values()])
+    os.replace(tmp, path)
+    return path
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
+    """A markdown table of ``rows`` with (header, key) ``columns``; numbers right-aligned."""
+    def numeric(k: str) -> bool:
+        return all(re.fullmatch(r"-?[\d.,]+", str(r[k])) for r in rows if str(r[k]))
+
+    head = "| " + " | ".join(h for h, _ in columns) + " |"
+    rule = "|" + "|".join("---:" if numeric(k) else "---" for _, k in columns) + "|"
+    body = ["| " + " | ".join(str(r[k]) for _, k in columns) + " |" for r in rows]
+    return "\n".join([head, rule, *body])
+
+
+DOC_COLUMNS = [("model", "model"), ("recipe", "recipe"), ("iterations", "iterations"), ("epochs", "epochs"),
+               ("seed", "seed"), ("train err %", "train_err"), ("test err %", "test_err"),
+               ("machine", "machine"), ("commit", "commit"), ("wall (s)", "wall_s")]
+_MARK = re.compile(r"(<!-- results:(?P<name>[\w.-]+):start -->\n)(?:.*?\n)?(<!-- results:(?P=name):end -->)", re.S)
+
+
+def update_docs(text: str, results_dir: str | Path) -> str:
+    """Replace every ``<!-- results:NAME:start --> ... <!-- results:NAME:end -->`` block of
+    ``text`` with the table of ``results_dir/NAME.csv``."""
+    def table(m: re.Match) -> str:
+        rows = read_results(Path(results_dir) / f"{m.group('name')}.csv")
+        return m.group(1) + (markdown_table(rows, DOC_COLUMNS) if rows else "(no rows yet)") + "\n" + m.group(3)
+
+    return _MARK.sub(table, text)
