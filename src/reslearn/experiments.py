@@ -143,4 +143,5 @@ def format_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> 
     body = [[(f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k])) for _, k in columns] for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*b) for b in body])
+    lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*b) for b in body]
+    return "\n".join(line.rstrip() for line in lines)

@@ -169,22 +169,22 @@ def _finding(rows: list[dict[str, Any]], depths: Sequence[int]) -> dict[str, Any
     lower than (or equal to) the shallowest ResNet's. ``lines`` says each in words, with numbers."""
     by = {r["net"]: r["train_err"] for r in rows}
     lo, hi = min(depths), max(depths)
+    # (key, net a, net b, holds?, what a does when it holds / when not, meaning when it holds / when not)
     checks = [
-        ("plain_deeper_higher_train_error", f"plain{hi}", f"plain{lo}", ">",
-         "degradation", "no degradation at this budget"),
-        ("resnet_beats_plain", f"resnet{hi}", f"plain{hi}", "<",
-         "the shortcuts remove the degradation", "the shortcuts do not help yet at this budget"),
-        ("resnet_deeper_lower_or_equal_train_error", f"resnet{hi}", f"resnet{lo}", "<=",
-         "with shortcuts, deeper is better", "this half of the figure needs a longer budget"),
+        ("plain_deeper_higher_train_error", f"plain{hi}", f"plain{lo}", by[f"plain{hi}"] > by[f"plain{lo}"],
+         ("trains worse than", "does not train worse than"), ("degradation", "no degradation at this budget")),
+        ("resnet_beats_plain", f"resnet{hi}", f"plain{hi}", by[f"resnet{hi}"] < by[f"plain{hi}"],
+         ("trains better than", "does not train better than"),
+         ("the shortcuts remove the degradation", "the shortcuts do not help yet at this budget")),
+        ("resnet_deeper_lower_or_equal_train_error", f"resnet{hi}", f"resnet{lo}",
+         by[f"resnet{hi}"] <= by[f"resnet{lo}"], ("trains as well as or better than", "trains worse than"),
+         ("with shortcuts, deeper is better", "this half of the figure needs a longer budget")),
     ]
     out: dict[str, Any] = {"lines": []}
-    for key, a, b, op, yes, no in checks:
-        ok = by[a] > by[b] if op == ">" else by[a] < by[b] if op == "<" else by[a] <= by[b]
-        word = {">": "worse", "<": "better", "<=": "better (or as well)"}[op]
-        verb = "trains" if ok else "does not train"
+    for key, a, b, ok, verbs, meanings in checks:
         out[key] = ok
-        out["lines"].append(f"{_label(a)} {verb} {word} than {_label(b)} ({by[a]:.2f}% vs {by[b]:.2f}% training "
-                            f"error): {yes if ok else no}")
+        out["lines"].append(f"{_label(a)} {verbs[not ok]} {_label(b)} ({by[a]:.2f}% vs {by[b]:.2f}% training "
+                            f"error): {meanings[not ok]}")
     out["reproduced"] = all(out[k] for k, *_ in checks)
     return out
 
