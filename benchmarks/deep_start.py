@@ -11,6 +11,7 @@ stage. Settings (``--settings``):
 - ``paper``: lr 0.1 from the first iteration, per-pixel mean (the paper's CIFAR setting);
 - ``per_channel``: the same with per-channel mean/std (the common PyTorch convention);
 - ``warmup``: the paper's 110-layer remedy, lr 0.01 for the first ``--warmup-iters`` iterations;
+- ``linear_warmup``: lr rising linearly from 0.01 to 0.1 over ``--warmup-iters`` (Goyal et al. 2017);
 - ``zero_init``: lr 0.1 with each block's last BN scale zeroed (Goyal et al. 2017).
 
 A run "collapsed" when, after iteration 20, the share of the classifier's input features that
@@ -41,7 +42,7 @@ import reslearn
 from reslearn.data.augment import Normalizer, random_crop_flip
 from reslearn.data.cifar import load_cifar
 
-SETTINGS = ("paper", "per_channel", "warmup", "zero_init")
+SETTINGS = ("paper", "per_channel", "warmup", "linear_warmup", "zero_init")
 STAGES = ("conv1", "layer1", "layer2", "layer3", "fc")
 COLLAPSE_DEAD_RISE = 0.5  # rise of the share of zero classifier inputs that marks a collapse
 CHANCE_ERR = 85.0  # % training error (10 classes: chance is 90%)
@@ -73,7 +74,11 @@ def run(model_name: str, setting: str, seed: int, *, images: torch.Tensor, label
         pos = (it % per_epoch) * 128
         idx = order[pos:pos + 128]
         x, y = norm(random_crop_flip(images[idx], gen)), labels[idx]
-        step_lr = lr / 10 if setting == "warmup" and it < warmup_iters else lr
+        step_lr = lr
+        if setting == "warmup" and it < warmup_iters:
+            step_lr = lr / 10
+        elif setting == "linear_warmup" and it < warmup_iters:
+            step_lr = lr / 10 + (lr - lr / 10) * it / warmup_iters  # as engine/schedule.py
         for g in opt.param_groups:
             g["lr"] = step_lr
         out = model(x)
@@ -133,6 +138,24 @@ def plot(traces: list[list[dict[str, float]]], out: Path) -> None:
     plt.close(fig)
 
 
+def aggregate(summary: list[dict]) -> list[dict]:
+    """One row per model and setting: runs, collapsed starts, and the mean +- std training error
+    of the last 20 iterations."""
+    import statistics
+
+    out = []
+    for key in dict.fromkeys((r["model"], r["setting"]) for r in summary):
+        rs = [r for r in summary if (r["model"], r["setting"]) == key]
+        errs = [float(r["train_err_last20"]) for r in rs]
+        out.append({"model": key[0], "setting": key[1], "seeds": " ".join(str(r["seed"]) for r in rs),
+                    "iterations": rs[0]["iterations"],
+                    "collapsed": f"{sum(int(r['collapsed']) for r in rs)}/{len(rs)}",
+                    "at_chance": f"{sum(int(r['at_chance']) for r in rs)}/{len(rs)}",
+                    "largest_logit_median": f"{statistics.median(float(r['max_logit']) for r in rs):.0f}",
+                    "train_err_last20": f"{statistics.fmean(errs):.1f} +- {statistics.stdev(errs) if len(errs) > 1 else 0:.1f}"})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["resnet56"])
@@ -143,10 +166,16 @@ def main() -> None:
     ap.add_argument("--data", default=".data", help="folder holding cifar-10-batches-py/")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="runs/deep_start")
+    ap.add_argument("--record", metavar="DIR", help="also write DIR/deep_start.csv (per run) and "
+                    "DIR/deep_start_summary.csv (per setting), e.g. docs/results")
+    ap.add_argument("--from-out", action="store_true", help="train nothing: rebuild the summary, figure and "
+                    "records from OUT/traces.csv (e.g. after an interrupted study)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.from_out:
+        return _finish(_read_traces(out / "traces.csv"), out, args.record)
     ds = load_cifar(args.data, train=True)
     images, labels = ds.images[:45000], ds.labels[:45000]  # the paper's 45k/5k split
     print(f"# torch {torch.__version__}, CPU flags: {cpu_flags()}, {args.threads} thread(s)", flush=True)
@@ -163,8 +192,30 @@ def main() -> None:
                 summary.append(s)
                 _write(out / "traces.csv", [r for t in traces for r in t])
                 _write(out / "summary.csv", summary)
+    _finish(traces, out, args.record)
+
+
+def _read_traces(path: Path) -> list[list[dict]]:
+    with open(path, newline="") as f:
+        rows = [{k: (v if k in ("model", "setting") else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
+    for r in rows:
+        r["seed"], r["iteration"] = int(r["seed"]), int(r["iteration"])
+    runs: dict[tuple, list[dict]] = {}
+    for r in rows:
+        runs.setdefault((r["model"], r["setting"], r["seed"]), []).append(r)
+    return list(runs.values())
+
+
+def _finish(traces: list[list[dict]], out: Path, record: str | None) -> None:
+    summary = [summarize(t) for t in traces]
+    _write(out / "summary.csv", summary)
+    _write(out / "summary_by_setting.csv", aggregate(summary))
     plot(traces, out / "deep_start.png")
-    print(f"wrote {out / 'summary.csv'}, {out / 'traces.csv'}, {out / 'deep_start.png'}")
+    if record:
+        Path(record).mkdir(parents=True, exist_ok=True)
+        _write(Path(record) / "deep_start.csv", summary)
+        _write(Path(record) / "deep_start_summary.csv", aggregate(summary))
+    print(f"wrote {out / 'summary.csv'}, {out / 'summary_by_setting.csv'}, {out / 'deep_start.png'}")
 
 
 def _write(path: Path, rows: list[dict]) -> None:

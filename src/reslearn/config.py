@@ -115,6 +115,9 @@ class ScheduleConfig:
     warmup_lr: float = 0.0  # 0 = no warm-up
     warmup_until_error: float = 80.0
     warmup_max_iterations: int = 2000
+    # constant: the paper's (warmup_lr, then lr). linear: warmup_lr rising linearly to lr over
+    # warmup_max_iterations (Goyal et al. 2017, "gradual warmup"), warmup_until_error unused.
+    warmup_kind: str = "constant"
     # plateau: divide by 1/gamma when the eval error has not improved for `patience` evaluations.
     patience: int = 5
     min_lr: float = 0.0
@@ -156,6 +159,7 @@ _CHOICES = {
     "data.on_bad_file": ("skip", "raise"),
     "optim.name": ("sgd", "rmsprop", "adam"),
     "schedule.kind": ("step", "plateau", "cosine", "exponential"),
+    "schedule.warmup_kind": ("constant", "linear"),
     "train.amp": ("none", "bf16", "fp16"),
 }
 

@@ -123,6 +123,8 @@ def update_docs(text: str, results_dir: str | Path) -> str:
     ``text`` with the table of ``results_dir/NAME.csv``."""
     def table(m: re.Match) -> str:
         rows = read_results(Path(results_dir) / f"{m.group('name')}.csv")
-        return m.group(1) + (markdown_table(rows, DOC_COLUMNS) if rows else "(no rows yet)") + "\n" + m.group(3)
+        # run rows get the standard columns; a study's own CSV (other columns) is shown as it is
+        cols = DOC_COLUMNS if rows and list(rows[0]) == COLUMNS else [(k, k) for k in (rows[0] if rows else [])]
+        return m.group(1) + (markdown_table(rows, cols) if rows else "(no rows yet)") + "\n" + m.group(3)
 
     return _MARK.sub(table, text)

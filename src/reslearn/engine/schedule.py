@@ -19,7 +19,9 @@ class LRPolicy:
     - ``exponential``: lr x gamma every ``decay_every`` iterations, staircase (Inception-v4:
       x0.94 every two epochs).
     - warm-up (Sec. 4.2, 110 layers): ``warmup_lr`` until the training error over the last 50
-      iterations is below ``warmup_until_error`` percent (or ``warmup_max_iterations`` pass).
+      iterations is below ``warmup_until_error`` percent (or ``warmup_max_iterations`` pass);
+      ``warmup_kind="linear"``: from ``warmup_lr`` up to the base lr, linearly, over
+      ``warmup_max_iterations`` (Goyal et al. 2017's gradual warm-up).
     """
 
     WINDOW = 50
@@ -35,6 +37,8 @@ class LRPolicy:
     def lr(self, it: int) -> float:
         c = self.cfg
         if self.warming:
+            if c.warmup_kind == "linear":
+                return c.warmup_lr + (self.base_lr - c.warmup_lr) * it / c.warmup_max_iterations
             return c.warmup_lr
         if c.kind == "step":
             return self.base_lr * c.gamma ** sum(it >= m for m in c.milestones)
@@ -50,7 +54,8 @@ class LRPolicy:
         self.window.append((wrong, n))
         err = 100.0 * sum(w for w, _ in self.window) / max(sum(k for _, k in self.window), 1)
         full = len(self.window) == self.window.maxlen
-        if (full and err < self.cfg.warmup_until_error) or it + 1 >= self.cfg.warmup_max_iterations:
+        by_error = full and err < self.cfg.warmup_until_error and self.cfg.warmup_kind == "constant"
+        if by_error or it + 1 >= self.cfg.warmup_max_iterations:
             self.warming = False
 
     def after_eval(self, error: float) -> None:
