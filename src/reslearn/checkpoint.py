@@ -10,7 +10,9 @@ Both carry in the JSON what is needed to rebuild and use the model: registry nam
 arguments, classes, input size and the input normaliser's statistics.
 
 Files are written atomically (temporary file in the same folder, fsync, rename, fsync of the
-folder), and carry a SHA-256 of their tensors so corruption is detected, not trained on.
+folder) with the permissions of the user's umask, and carry a SHA-256 of their tensors so
+corruption is detected, not trained on. Files that are not reslearn safetensors (PyTorch pickles,
+a run folder, weights of another shape) are refused with one line saying what they are.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,10 @@ from .errors import ReslearnError
 
 __all__ = [
     "atomic_write_bytes",
+    "atomic_write_text",
+    "find_latest_checkpoint",
+    "resolve_weights",
+    "check_state_dict",
     "save_tensors",
     "load_tensors",
     "flatten_optimizer",
@@ -45,19 +52,28 @@ VERSION = 1
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one."""
+    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one.
+
+    The file gets the mode a plain ``open()`` would give (0o666 less the umask): the temporary
+    file is created with ``os.open(..., 0o666)``, not ``tempfile.mkstemp``, whose 0o600 would
+    hide checkpoints from a teammate sharing the run folder. An ``OSError`` (disk full, read-only
+    folder) names ``path``, not the temporary file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from e  # errno keeps the subclass (PermissionError...)
     try:  # make the rename itself durable
         dfd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -66,6 +82,17 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             os.close(dfd)
     except OSError:  # pragma: no cover - e.g. file systems without directory fsync
         pass
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """``atomic_write_bytes`` for UTF-8 text (config.yaml, run.json, final.json)."""
+    atomic_write_bytes(path, text.encode())
+
+
+def find_latest_checkpoint(run_dir: Path) -> Path | None:
+    """The run folder's newest training checkpoint (``checkpoints/iter-*.safetensors``), or None."""
+    ckpts = sorted((Path(run_dir) / "checkpoints").glob("iter-*.safetensors"))
+    return ckpts[-1] if ckpts else None
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -85,6 +112,26 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[
     atomic_write_bytes(path, st_save(cpu, metadata={FORMAT: json.dumps(doc)}))
 
 
+_PYTORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar")
+
+
+def _foreign_format(path: Path, raw: bytes) -> str | None:
+    """What a file that is not safetensors looks like it is, for the error message."""
+    if raw[8:9] == b"{":  # a safetensors header (JSON) after its 8-byte length: a damaged one
+        return None
+    if raw[:4] == b"PK\x03\x04":
+        try:
+            names = zipfile.ZipFile(path).namelist()
+        except zipfile.BadZipFile:
+            names = []
+        if any(n.endswith("data.pkl") for n in names):
+            return "a PyTorch checkpoint (torch.save: a zip of pickles)"
+        return "a zip archive"
+    if raw[:1] == b"\x80" or path.suffix in _PYTORCH_SUFFIXES:  # pickle protocol 2+: legacy torch.save
+        return "a PyTorch pickle file (torch.save)"
+    return None
+
+
 def load_tensors(path: str | Path, *, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Load a reslearn safetensors file; truncated or corrupted files raise ``ReslearnError``."""
     path = Path(path)
@@ -96,6 +143,13 @@ def load_tensors(path: str | Path, *, verify: bool = True) -> tuple[dict[str, to
         header_len = int.from_bytes(raw[:8], "little")
         header = json.loads(raw[8 : 8 + header_len])
     except (SafetensorError, ValueError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        what = _foreign_format(path, raw)
+        if what:
+            # Unpickling runs arbitrary code, so reslearn never does it; torch.load's
+            # weights_only mode is PyTorch's restricted unpickler for state_dicts.
+            raise ReslearnError(
+                f"{path} is {what}, not safetensors; reslearn does not unpickle files. Load its weights in "
+                f"Python with state = torch.load(path, weights_only=True) and model.load_state_dict(state)") from None
         raise ReslearnError(f"checkpoint {path} is truncated or corrupted ({e})") from None
     doc_raw = (header.get("__metadata__") or {}).get(FORMAT)
     if doc_raw is None:
@@ -132,13 +186,54 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) 
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def resolve_weights(path: str | Path) -> Path:
+    """A weights file as given, or a run folder's ``model.safetensors``."""
+    p = Path(path)
+    if not p.is_dir():
+        return p
+    if (p / "model.safetensors").is_file():
+        return p / "model.safetensors"
+    last = find_latest_checkpoint(p)
+    hint = f"; its last checkpoint is {last}" if last else ""
+    raise ReslearnError(f"{p} is a folder without model.safetensors (an unfinished run?){hint}")
+
+
+def _shape(t: torch.Tensor) -> list[int]:
+    return list(t.shape)
+
+
+def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, *, hint: str = "") -> None:
+    """Raise ``ReslearnError`` naming the first key where ``state`` does not fit ``model`` (a key
+    only one of them has, or the two shapes), where ``load_state_dict`` would list them all;
+    ``hint`` ends the line."""
+    want = model.state_dict()
+    name = getattr(model, "model_name", type(model).__name__)
+    problem = None
+    for key, t in want.items():
+        if key not in state:
+            problem = f"the model has {key} {_shape(t)}, the file has not"
+        elif _shape(state[key]) != _shape(t):
+            problem = f"{key} is {_shape(state[key])} in the file, {_shape(t)} in the model"
+        if problem:
+            break
+    extra = next((k for k in state if k not in want), None)
+    if problem is None and extra is not None:
+        problem = f"the file has {extra} {_shape(state[extra])}, the model has not"
+    if problem:
+        raise ReslearnError(f"{source} does not fit {name}: {problem}" + (f"; {hint}" if hint else ""))
+
+
 def load_model(path: str | Path, *, device: str | torch.device = "cpu"):
-    """Rebuild the model stored in a reslearn weights file or training checkpoint.
+    """Rebuild the model stored in a reslearn weights file or training checkpoint (or a run
+    folder's ``model.safetensors``).
 
     Returns ``(model, doc)`` where ``doc`` holds the model name, classes, normaliser state and
     (for training checkpoints) the run's config."""
+    from .engine.device import select_device
     from .registry import create_model
 
+    dev = device if isinstance(device, torch.device) else select_device(device, key="--device")
+    path = resolve_weights(path)
     tensors, doc = load_tensors(path)
     if not doc or "model" not in doc:
         raise ReslearnError(f"{path} has no reslearn metadata; load it with load_state_dict instead")
@@ -147,11 +242,9 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu"):
         state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     else:
         state = tensors
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ReslearnError(f"{path} does not match model {doc['model']}: {str(e).splitlines()[0]}") from None
-    return model.to(device).eval(), doc
+    check_state_dict(model, state, str(path))
+    model.load_state_dict(state, strict=True)
+    return model.to(dev).eval(), doc
 
 
 def tensors_to_json(d: dict[str, torch.Tensor]) -> dict[str, Any]:

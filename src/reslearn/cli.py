@@ -1,16 +1,19 @@
 """The ``reslearn`` command line. Each subcommand is a small function over the library;
-a user's mistake (``ValueError``, ``ReslearnError``, missing file) prints one line and exits 2."""
+a user's mistake (``ValueError``, ``ReslearnError``, an ``OSError`` such as a full disk) prints one
+line and exits 2; Ctrl-C during training saves a checkpoint, prints the command that resumes it
+and exits 130."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
-from .errors import ReslearnError
+from .errors import Interrupted, ReslearnError
 
 Command = Callable[[argparse.Namespace], int | None]
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
@@ -114,7 +117,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", "-r", help="recipe name (see `reslearn recipes`) or YAML path")
     p.add_argument("--model", "-m", help="registered model name (overrides model.name)")
     p.add_argument("--run-dir", help="run folder (default: train.out_dir/train.run_name)")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the run folder's last checkpoint (same config; schedule.iterations may grow)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run the folder holds (its checkpoints, weights and logs are deleted)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     _add_overrides(p)
     p.set_defaults(func=_cmd_train)
@@ -128,11 +134,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0
-    from .engine.trainer import Trainer
+    from .engine.rundir import check_run_dir
+    from .engine.trainer import Trainer, default_run_dir
     from .plotting import plot_runs
 
+    # A folder that cannot take this run fails now, before the data is read (fit checks again).
+    check_run_dir(cfg, Path(args.run_dir) if args.run_dir else default_run_dir(cfg), resume=args.resume,
+                  overwrite=args.overwrite)
     trainer = Trainer(cfg, run_dir=args.run_dir)
-    final = trainer.fit(resume=args.resume)
+    final = trainer.fit(resume=args.resume, overwrite=args.overwrite)
     if trainer.dist.main:
         plot_runs([trainer.run_dir], trainer.run_dir / "curves.png", labels=[cfg.model.name])
         key = trainer.task.primary  # top1_err for classification; wer, mae, pe for the applications
@@ -500,10 +510,28 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     return f"reslearn: warning: {message}\n"
 
 
+def resume_command(argv: Sequence[str]) -> str:
+    """The command line as typed, made to resume: ``train`` gets ``--resume`` (and loses
+    ``--overwrite``, which would delete the run); experiments resume by running again."""
+    prog = "reslearn" if Path(sys.argv[0]).name == "reslearn" else f"{shlex.quote(sys.executable)} -m reslearn.cli"
+    args = [a for a in argv if a != "--overwrite"]
+    if args[:1] == ["train"] and "--resume" not in args:
+        args.append("--resume")
+    return f"{prog} {shlex.join(args)}"
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        return f"{e.filename}: {e.strerror}"  # the path and the reason, without "[Errno 28]"
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import warnings
 
     warnings.formatwarning = _one_line_warning  # one line per warning, no source excerpt
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -511,10 +539,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ReslearnError, ValueError, FileNotFoundError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"reslearn {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+    except Interrupted as e:
+        print(f"reslearn {args.command}: {e}; resume with: {resume_command(argv)}", file=sys.stderr)
+        return e.exit_code
+    except (ReslearnError, ValueError, OSError) as e:
+        print(f"reslearn {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:
         print(f"reslearn {args.command}: interrupted", file=sys.stderr)
         return 130

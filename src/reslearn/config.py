@@ -10,6 +10,7 @@ import math
 import re
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -324,6 +325,12 @@ def validate(cfg: Config) -> None:
         raise ReslearnError(f"schedule.iterations must be >= 1; got {s.iterations}")
     if any(m < 1 for m in s.milestones) or sorted(s.milestones) != list(s.milestones):
         raise ReslearnError(f"schedule.milestones must be increasing positive iterations; got {s.milestones}")
+    late = [m for m in s.milestones if m >= s.iterations]
+    if s.kind == "step" and late:
+        # A warning, not an error: a recipe shortened with schedule.iterations alone (a quick try,
+        # a test) legitimately keeps a constant lr; the warning says that it does.
+        warnings.warn(f"schedule.milestones {late} are at or after schedule.iterations={s.iterations}: the lr will "
+                      f"never drop there (set schedule.milestones to drop it within the run)", stacklevel=2)
     if not 0 < s.gamma <= 1:
         raise ReslearnError(f"schedule.gamma must be in (0, 1]; got {s.gamma}")
     if s.kind == "exponential" and s.decay_every < 1:

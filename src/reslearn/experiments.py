@@ -4,47 +4,19 @@ experiment in He et al. 2016: plain vs residual, shallow vs deep)."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import Config, config_to_dict, load_config, yaml_load
-from .engine.trainer import find_latest_checkpoint, train
+from .checkpoint import find_latest_checkpoint
+from .config import Config, load_config
+from .engine.rundir import check_same_run
+from .engine.trainer import train
 from .errors import ReslearnError
 from .plotting import plot_runs
+from .registry import model_info
 
-__all__ = ["compare", "format_table"]
-
-
-# Settings that change where data lives or how a run is shown, not what it trains: a finished or
-# half-finished run may differ in these and still be reused.
-_NEUTRAL = {"data.root", "data.workers", "data.download", "data.on_bad_file", "train.device", "train.progress",
-            "train.tensorboard", "train.threads", "train.out_dir", "train.run_name", "train.keep_last", "recipe"}
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k != "kwargs" and k != "options":
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def check_same_run(cfg: Config, run_dir: Path) -> None:
-    """Refuse to reuse ``run_dir`` (skip it as finished, or resume it) when it was trained with a
-    different configuration: an experiment re-run with a new budget in the same folder must not
-    silently report the old runs."""
-    saved = run_dir / "config.yaml"
-    if not saved.is_file():
-        return
-    old = _flat(yaml_load(saved.read_text()) or {})
-    new = _flat(config_to_dict(cfg))
-    for key in sorted(set(old) | set(new)):
-        if key not in _NEUTRAL and old.get(key) != new.get(key):
-            raise ReslearnError(f"{run_dir} holds a run with {key}={old.get(key)!r}, this experiment asks for "
-                                f"{new.get(key)!r}; use another --out folder (or delete that run)")
+__all__ = ["compare", "plan_runs", "check_same_run", "format_table"]
 
 
 def _run_one(cfg: Config, run_dir: Path) -> dict[str, Any]:
@@ -85,38 +57,54 @@ def _run_parallel(jobs: list[tuple[list[str], Path]], n: int) -> None:
         raise ReslearnError(f"{len(failed)} run(s) failed, e.g. {failed[0]}: {last[0]}")
 
 
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a comparison: model, seed, resolved config and run folder."""
+
+    name: str
+    seed: int
+    cfg: Config
+    run_dir: Path
+
+
+def plan_runs(models: Sequence[str], *, recipe: str | None, overrides: Sequence[str], out_dir: str | Path,
+              seeds: Sequence[int] = (0,)) -> list[PlannedRun]:
+    """Every run of a comparison, configured and checked before any of them trains: an unknown
+    model name, a bad config key or value, or a folder holding a different run fails now, not
+    after the first nets have trained for hours."""
+    plan = []
+    for name in models:
+        model_info(name)  # unknown names: ValueError with a suggestion
+        for seed in seeds:
+            cfg = load_config(recipe, list(overrides) + [f"model.name={name}", f"train.seed={seed}"])
+            run_dir = Path(out_dir) / f"{name}-seed{seed}"
+            check_same_run(cfg, run_dir)
+            plan.append(PlannedRun(name, seed, cfg, run_dir))
+    return plan
+
+
+def _train_args(recipe: str | None, overrides: Sequence[str], run: PlannedRun) -> list[str]:
+    """The ``reslearn train`` arguments of one planned run (``--jobs`` trains in subprocesses)."""
+    return (["--recipe", recipe] if recipe else []) + list(overrides) + [
+        f"model.name={run.name}", f"train.seed={run.seed}", "train.progress=false"]
+
+
 def compare(models: Sequence[str], *, recipe: str | None, overrides: Sequence[str], out_dir: str | Path,
             seeds: Sequence[int] = (0,), title: str | None = None, jobs: int = 1) -> dict[str, Any]:
     """Train each of ``models`` with the same recipe, overrides and seeds under ``out_dir``
     (``jobs`` runs at a time); write ``curves.png`` and ``results.json``; return per-model results."""
     out = Path(out_dir)
-    results: dict[str, Any] = {}
-    run_dirs, labels = [], []
+    plan = plan_runs(models, recipe=recipe, overrides=overrides, out_dir=out, seeds=seeds)
     if jobs > 1:
-        todo = []
-        for name in models:
-            for seed in seeds:
-                run_dir = out / f"{name}-seed{seed}"
-                # Fail fast on bad keys and on a folder holding a different run.
-                check_same_run(load_config(recipe, list(overrides) + [f"model.name={name}", f"train.seed={seed}"]),
-                               run_dir)
-                if not (run_dir / "final.json").is_file():
-                    args = (["--recipe", recipe] if recipe else []) + list(overrides) + [
-                        f"model.name={name}", f"train.seed={seed}", "train.progress=false"]
-                    todo.append((args, run_dir))
-        _run_parallel(todo, jobs)
-    for name in models:
-        per_seed = []
-        for seed in seeds:
-            cfg = load_config(recipe, list(overrides) + [f"model.name={name}", f"train.seed={seed}"])
-            run_dir = out / f"{name}-seed{seed}"
-            res = _run_one(cfg, run_dir)
-            per_seed.append(res)
-            if seed == seeds[0]:
-                run_dirs.append(run_dir)
-                labels.append(name)
-        results[name] = per_seed
-    plot_runs(run_dirs, out / "curves.png", labels=labels, title=title)
+        _run_parallel([(_train_args(recipe, overrides, r), r.run_dir) for r in plan
+                       if not (r.run_dir / "final.json").is_file()], jobs)
+    results: dict[str, Any] = {}
+    for r in plan:
+        if r.seed == seeds[0]:
+            results[r.name] = []
+        results[r.name].append(_run_one(r.cfg, r.run_dir))
+    firsts = [r for r in plan if r.seed == seeds[0]]
+    plot_runs([r.run_dir for r in firsts], out / "curves.png", labels=[r.name for r in firsts], title=title)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     return results
 

@@ -3,6 +3,7 @@ against iterations, one colour per network."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Sequence
 
@@ -22,6 +23,23 @@ def _series(rows, key):
             xs.append(int(r["iteration"]))
             ys.append(float(r[key]))
     return xs, ys
+
+
+def _run_series(path: Path, eval_split: str) -> tuple[tuple[list, list], tuple[list, list]]:
+    """The training and ``eval_split`` error curves of a metrics.csv; a file that is not a
+    reslearn metrics.csv is a one-line error naming it."""
+    from .errors import ReslearnError
+
+    try:
+        with open(path, newline="") as f:
+            if "iteration" not in next(csv.reader(f), []):
+                raise KeyError("iteration")
+        rows = read_metrics(path)
+        return _series(rows, "train_err"), _series(rows, f"{eval_split}_err")
+    except KeyError as e:
+        raise ReslearnError(f"{path} is not a reslearn metrics.csv (no {e} column)") from None
+    except (ValueError, UnicodeDecodeError, csv.Error) as e:
+        raise ReslearnError(f"{path} is not a reslearn metrics.csv ({str(e).splitlines()[0]})") from None
 
 
 def plot_runs(
@@ -47,13 +65,11 @@ def plot_runs(
         path = Path(run) / "metrics.csv"
         if not path.is_file():
             raise ReslearnError(f"{run} has no metrics.csv (is it a run folder?)")
-        rows = read_metrics(path)
+        (tx, ty), (ex, ey) = _run_series(path, eval_split)
         label = labels[i] if labels else run_label(Path(run))
         c = colors[i % len(colors)]
-        x, y = _series(rows, "train_err")
-        ax.plot(x, y, color=c, lw=0.8, alpha=0.8, label=f"{label} train")
-        x, y = _series(rows, f"{eval_split}_err")
-        ax.plot(x, y, color=c, lw=2.2, label=f"{label} {eval_split}")
+        ax.plot(tx, ty, color=c, lw=0.8, alpha=0.8, label=f"{label} train")
+        ax.plot(ex, ey, color=c, lw=2.2, label=f"{label} {eval_split}")
     ax.set_xlabel("iterations")
     ax.set_ylabel("error (%)")
     if ylim:

@@ -16,7 +16,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
-from .experiments import compare, format_table
+from .experiments import compare, format_table, plan_runs
 from .models.cifar_resnet import TABLE6_ERROR
 from .results import record_runs, run_row
 
@@ -107,8 +107,16 @@ def degradation(*, depths: Sequence[int] = (20, 32, 44, 56), recipe: str = "cifa
     depths = sorted(depths)
     budget = budget_overrides(iterations, train_subset, test_subset) + list(overrides)
     names = [f"plain{d}" for d in depths] + [f"resnet{d}" for d in depths]
-    res = compare(_deepest_first(depths), recipe=recipe, overrides=budget, out_dir=out / "cifar10", seeds=[seed],
-                  title="CIFAR-10: plain and ResNet (thin: train, bold: test)", jobs=jobs)
+    cifar = {"recipe": recipe, "overrides": budget, "out_dir": out / "cifar10", "seeds": [seed]}
+    # --imagefolder names the data of these runs even when --set gives a data.root for CIFAR.
+    folder = {"recipe": imagenet_recipe, "out_dir": out / "imagefolder", "seeds": [seed],
+              "overrides": (budget_overrides(imagenet_iterations) + list(overrides) + [f"data.root={imagefolder}"]
+                            + list(imagefolder_overrides))}
+    plan_runs(_deepest_first(depths), **cifar)  # every config checked before the first net trains
+    if imagefolder:
+        plan_runs(_deepest_first((18, 34)), **folder)
+    res = compare(_deepest_first(depths), **cifar, title="CIFAR-10: plain and ResNet (thin: train, bold: test)",
+                  jobs=jobs)
     rows = _rows(names, res, out / "cifar10", seed)
     _record([run_row(out / "cifar10" / f"{r['net']}-seed{seed}", experiment="fig6", recipe=recipe,
                      train_err=r["train_err"]) for r in rows], out, record)
@@ -119,12 +127,8 @@ def degradation(*, depths: Sequence[int] = (20, 32, 44, 56), recipe: str = "cifa
     result: dict[str, Any] = {"cifar10": rows, "finding": _finding(rows, depths), "budget": budget,
                               "figure": str(out / "fig6_cifar10.png")}
     if imagefolder:
-        # --imagefolder names the data of these runs even when --set gives a data.root for CIFAR.
-        ib = (budget_overrides(imagenet_iterations) + list(overrides) + [f"data.root={imagefolder}"]
-              + list(imagefolder_overrides))
         inames = ["plain18", "plain34", "resnet18", "resnet34"]
-        ires = compare(_deepest_first((18, 34)), recipe=imagenet_recipe, overrides=ib,
-                       out_dir=out / "imagefolder", seeds=[seed], jobs=jobs)
+        ires = compare(_deepest_first((18, 34)), **folder, jobs=jobs)
         irows = _rows(inames, ires, out / "imagefolder", seed)
         _record([run_row(out / "imagefolder" / f"{r['net']}-seed{seed}", experiment="fig4", recipe=imagenet_recipe,
                          train_err=r["train_err"]) for r in irows], out, record)
@@ -219,13 +223,16 @@ def cifar_table(*, depths: Sequence[int] = (20, 32, 44, 56, 110, 1202), seeds: i
 
     out = Path(out)
     budget = budget_overrides(iterations, train_subset, test_subset) + list(overrides)
+    runs = {d: {"recipe": "cifar10_deep" if d >= 110 else "cifar10", "overrides": budget, "out_dir": out,
+                "seeds": range(seeds)} for d in depths}
+    for d in depths:  # every config checked before the first net trains
+        plan_runs([f"resnet{d}"], **runs[d])
     rows = []
     for d in depths:
-        recipe = "cifar10_deep" if d >= 110 else "cifar10"
-        res = compare([f"resnet{d}"], recipe=recipe, overrides=budget, out_dir=out, seeds=range(seeds), jobs=jobs)
+        res = compare([f"resnet{d}"], **runs[d], jobs=jobs)
         errs = [r["test"]["top1_err"] for r in res[f"resnet{d}"]]
-        _record([run_row(out / f"resnet{d}-seed{k}", experiment="table6", recipe=recipe) for k in range(seeds)],
-                out, record)
+        _record([run_row(out / f"resnet{d}-seed{k}", experiment="table6", recipe=runs[d]["recipe"])
+                 for k in range(seeds)], out, record)
         rows.append({
             "depth": d, "params": summarize(f"resnet{d}").params,
             "paper_params_M": PAPER_TABLE6_PARAMS.get(d), "paper_err": TABLE6_ERROR.get(d),

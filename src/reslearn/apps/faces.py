@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.source import InMemorySource
+from ..engine.task import Task
 from ..errors import ReslearnError
 from ..models.age_gender import AgeGenderNet
 
@@ -269,7 +270,7 @@ class FaceSource:
             yield x, self.targets.index_select(0, idx)
 
 
-class AgeGenderTask:
+class AgeGenderTask(Task):
     """Training and evaluation of :class:`AgeGenderNet` (Lee et al. 2018).
 
     Loss: ``gender_weight * BCE(gender logit, gender) + age_weight * L1(age, true age)``, where

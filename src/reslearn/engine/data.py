@@ -112,6 +112,8 @@ def subset_index(total: int, n: int, cfg: DataConfig) -> torch.Tensor | None:
     (seeded by ``data.split_seed``, the same on every run), kept in the original order. CIFAR and
     IDX files come in random order from their publishers, so their first ``n`` already is a random
     subset, and stays the one earlier runs used."""
+    if n < 0:
+        raise ReslearnError(f"limit must be >= 0 (0: all {total}); got {n}")
     if not n or n >= total:
         return None
     if cfg.name not in ("imagefolder", "imagefolder-memory"):

@@ -14,6 +14,7 @@ from ..config import DataConfig, config_from_dict
 from ..data.source import InMemorySource
 from ..errors import ReslearnError
 from .data import APP_DATA, IN_MEMORY, _load_arrays, subset_index
+from .device import select_device
 from .task import ClassificationTask, topk_wrong
 
 __all__ = ["evaluate_checkpoint", "ensemble_checkpoints", "collect_probs", "errors_from_probs", "predict_images"]
@@ -47,7 +48,9 @@ def collect_probs(path: str | Path, *, root: str | None = None, dataset: str | N
                   split: str = "test", ten_crop: bool = False, multi_scale: bool = False,
                   batch_size: int = 256, device: str = "cpu", limit: int = 0):
     """Softmax outputs of the model in ``path`` over ``split``: ``(probs, labels, doc, mode)``."""
-    dev = torch.device(device)
+    if batch_size < 1:
+        raise ReslearnError(f"batch size must be >= 1; got {batch_size}")
+    dev = select_device(device, key="--device")
     model, doc = load_model(path, device=dev)
     cfg = _data_cfg(doc, root=root, dataset=dataset)
     if cfg.name in APP_DATA:  # their own tasks and metrics: final.json, or e.g. `analyze roc`
@@ -143,7 +146,9 @@ def predict_images(path: str | Path, images: Sequence[str | Path], *, topk: int 
     from torchvision.io import ImageReadMode, decode_image
     from torchvision.transforms.v2 import functional as TF
 
-    dev = torch.device(device)
+    if topk < 1:
+        raise ReslearnError(f"topk must be >= 1 (the number of classes to list); got {topk}")
+    dev = select_device(device, key="--device")
     model, doc = load_model(path, device=dev)
     norm = _normalizer(doc, dev)
     classes = doc.get("classes") or [str(i) for i in range(model.num_classes)]

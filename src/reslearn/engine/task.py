@@ -20,9 +20,19 @@ class Task(Protocol):
     """``loss`` returns the scalar training loss and a dict of *sums* over the batch (e.g.
     ``{"top1_err": wrong, "n": batch_size}``) that the engine averages for logging; ``evaluate``
     returns final metrics (``{"loss": ..., "top1_err": ... (percent)}``). ``primary`` names the
-    metric that picks the best checkpoint (lower is better)."""
+    metric that picks the best checkpoint (lower is better).
+
+    The hooks the engine reads are declared here with their defaults; a task that subclasses
+    ``Task`` inherits them and overrides what it needs."""
 
     primary: str
+
+    @property
+    def train_error_keys(self) -> tuple[str, str]:
+        """The pair of ``loss`` sums whose ratio is the logged training error (``train_err``):
+        by default the primary metric's count over the samples; CTC names word errors over
+        reference words."""
+        return (self.primary, "n")
 
     def loss(self, model: nn.Module, batch: tuple[Any, Any]) -> tuple[torch.Tensor, dict[str, float]]: ...
 
@@ -35,7 +45,7 @@ def topk_wrong(logits: torch.Tensor, target: torch.Tensor, k: int) -> int:
     return int((~hit).sum())
 
 
-class ClassificationTask:
+class ClassificationTask(Task):
     """Softmax cross-entropy; top-1 and top-5 error in percent (He et al. report both)."""
 
     primary = "top1_err"

@@ -3,21 +3,30 @@
 ``train(cfg)`` builds data, model, optimizer and LR policy from a resolved ``Config``, runs the
 iterations, evaluates, logs, checkpoints atomically and returns the final metrics. Under
 ``torchrun`` it trains with DistributedDataParallel (gloo on CPU, nccl on CUDA).
+
+The parts, in the order a run uses them: ``init_distributed`` (ranks and device),
+``resolve_model_kwargs`` (the model's arguments from the data), ``wrap_distributed`` (SyncBN and
+DDP), ``build_optimizer``; then ``Trainer.fit``, which claims the run folder (one run per folder:
+``engine.rundir``), resumes or starts afresh, and runs ``Trainer._loop``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import os
 import random
+import signal
 import subprocess
+import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 import torch.distributed as dist
@@ -25,40 +34,33 @@ import torch.nn as nn
 
 from .. import __version__
 from ..checkpoint import (
+    atomic_write_text,
+    check_state_dict,
+    find_latest_checkpoint,
     flatten_optimizer,
     load_tensors,
     save_tensors,
     tensors_to_json,
     unflatten_optimizer,
 )
-from ..config import Config, config_to_dict, dump_config
-from ..errors import ReslearnError
+from ..config import Config, OptimConfig, config_to_dict, dump_config
+from ..errors import Interrupted, ReslearnError
+from ..models.base import ClassifierModel
 from ..registry import create_model, model_info
 from ..results import machine_description
 from .data import DataBundle, build_data
+from .device import select_device
 from .logging import MetricLogger, Progress
+from .rundir import check_run_dir, clear_run, lock_run_dir
 from .schedule import LRPolicy
 from .task import ClassificationTask, Task
 
-__all__ = ["train", "select_device", "git_commit", "Trainer", "NonFiniteLoss", "find_latest_checkpoint"]
+__all__ = ["train", "select_device", "git_commit", "Trainer", "NonFiniteLoss", "find_latest_checkpoint",
+           "build_optimizer", "resolve_model_kwargs", "init_distributed", "wrap_distributed", "default_run_dir"]
 
 
 class NonFiniteLoss(ReslearnError):
-    pass
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ReslearnError(f"train.device={name} but CUDA is not available")
-    return dev
+    """The loss or the weights became NaN or infinite: the run stops, its checkpoints stay good."""
 
 
 def git_commit() -> str:
@@ -89,11 +91,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def find_latest_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = sorted((run_dir / "checkpoints").glob("iter-*.safetensors"))
-    return ckpts[-1] if ckpts else None
-
-
 @dataclass
 class DistInfo:
     rank: int = 0
@@ -121,10 +118,22 @@ def cpu_channels_last_hazard(name: str, kwargs: dict[str, Any]) -> bool:
                for m in model.modules())
 
 
+def _use_channels_last(cfg: Config, device: torch.device) -> bool:
+    if not cfg.train.channels_last:
+        return False
+    if device.type == "cpu" and cpu_channels_last_hazard(cfg.model.name, cfg.model.kwargs):
+        warnings.warn("train.channels_last is off for this run: on the CPU, PyTorch's backward of a strided 1x1 "
+                      "convolution with fewer than 8 input channels in channels_last corrupts memory")
+        return False
+    return True
+
+
 def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
+    """This process's rank and device: one process, or a rank of ``torchrun`` (WORLD_SIZE > 1)."""
+    device = select_device(device_name)  # a device this machine lacks fails here, on every rank
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return DistInfo(), select_device(device_name)
+        return DistInfo(), device
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
     if use_cuda:
@@ -135,6 +144,89 @@ def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return DistInfo(rank, world, local), device
+
+
+def wrap_distributed(model: nn.Module, *, dist_info: DistInfo, device: torch.device,
+                     sync_bn: bool) -> tuple[nn.Module, nn.Module | None]:
+    """``(model, ddp)``: under DDP the model (with SyncBatchNorm if asked) and its
+    DistributedDataParallel wrapper; in one process the model and None."""
+    if dist_info.world <= 1:
+        return model, None
+    if sync_bn:
+        if device.type != "cuda":
+            raise ReslearnError("train.sync_bn needs CUDA (SyncBatchNorm has no CPU kernel)")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    find_unused = isinstance(model, ClassifierModel) and model.ddp_find_unused_parameters
+    ddp = nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=find_unused)
+    return model, ddp
+
+
+def resolve_model_kwargs(cfg: Config, data: DataBundle) -> dict[str, Any]:
+    """The model's builder arguments: ``model.kwargs`` with ``in_chans`` and ``num_classes`` from
+    the data, and a one-line error where the config and the data disagree."""
+    info = model_info(cfg.model.name)  # unknown names fail here with a suggestion
+    kw = dict(cfg.model.kwargs)
+    want = data.in_chans
+    if "in_chans" in kw and kw["in_chans"] != want:
+        raise ReslearnError(
+            f"model.kwargs.in_chans={kw['in_chans']} but {cfg.data.name} images have {want} channels")
+    accepts = inspect.signature(info.builder).parameters
+    if "in_chans" in accepts:
+        kw["in_chans"] = want
+    elif want != info.input_size[0]:
+        raise ReslearnError(f"{cfg.model.name} takes {info.input_size[0]}-channel input; "
+                            f"{cfg.data.name} has {want}")
+    kw.setdefault("num_classes", data.num_classes)
+    if kw["num_classes"] != data.num_classes and info.task == "classification":
+        raise ReslearnError(
+            f"model.kwargs.num_classes={kw['num_classes']} but {cfg.data.name} has {data.num_classes} classes")
+    return kw
+
+
+def build_optimizer(params: Iterable[nn.Parameter], o: OptimConfig) -> torch.optim.Optimizer:
+    """The optimizer ``optim.name`` names, with the config's hyper-parameters."""
+    if o.name == "rmsprop":  # Szegedy et al. 2016/2017 (Inception-v4 / Inception-ResNet)
+        return torch.optim.RMSprop(params, lr=o.lr, alpha=o.rmsprop_decay, eps=o.rmsprop_eps,
+                                   momentum=o.momentum, weight_decay=o.weight_decay)
+    if o.name == "adam":  # Kingma & Ba 2015; optim.momentum is beta1
+        return torch.optim.Adam(params, lr=o.lr, betas=(o.momentum, o.adam_beta2), weight_decay=o.weight_decay)
+    return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+
+
+def default_run_dir(cfg: Config) -> Path:
+    """``train.out_dir/train.run_name``, the run name defaulting to ``<model>-<data>-seed<seed>``."""
+    t = cfg.train
+    return Path(t.out_dir) / (t.run_name or f"{cfg.model.name}-{cfg.data.name}-seed{t.seed}")
+
+
+class InterruptFlag:
+    """Ctrl-C while training: the first SIGINT asks the loop to stop at the end of the current
+    iteration, where a checkpoint resumes bit for bit (one taken mid-step, between backward and
+    the optimizer's update, would not); a second SIGINT quits at once. Installed only in the main
+    thread of a single process: under torchrun the launcher forwards signals to every rank on its
+    own schedule, so there the last periodic checkpoint is what a Ctrl-C keeps."""
+
+    def __init__(self, *, enabled: bool = True) -> None:
+        self.enabled, self.requested = enabled, False
+        self._old: Any = None
+
+    def __enter__(self) -> InterruptFlag:
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("reslearn: stopping after this iteration to save a checkpoint (Ctrl-C again to quit now)",
+              file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
 
 
 class Trainer:
@@ -149,48 +241,24 @@ class Trainer:
         model_info(cfg.model.name)  # an unknown name fails now, before any data is read
         self.dist, self.device = init_distributed(t.device)
         seed_everything(t.seed, t.deterministic)
-        channels_last = t.channels_last
-        if channels_last and self.device.type == "cpu" and cpu_channels_last_hazard(cfg.model.name, cfg.model.kwargs):
-            warnings.warn("train.channels_last is off for this run: on the CPU, PyTorch's backward of a strided 1x1 "
-                          "convolution with fewer than 8 input channels in channels_last corrupts memory")
-            channels_last = False
+        channels_last = _use_channels_last(cfg, self.device)
         self.data = data or build_data(
             cfg.data, batch_size=cfg.optim.batch_size, seed=t.seed, device=self.device,
             rank=self.dist.rank, world_size=self.dist.world, accum_steps=cfg.optim.accum_steps,
             channels_last=channels_last,
         )
         self.task = task or self.data.task or ClassificationTask()
-        self.model_kwargs = self._model_kwargs()
+        self.model_kwargs = resolve_model_kwargs(cfg, self.data)
         torch.manual_seed(t.seed)  # same initial weights on every rank and every run
-        self.model: nn.Module = create_model(cfg.model.name, **self.model_kwargs).to(self.device)
+        model = create_model(cfg.model.name, **self.model_kwargs).to(self.device)
         if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.ddp: nn.Module | None = None
-        if self.dist.world > 1:
-            if t.sync_bn:
-                if self.device.type != "cuda":
-                    raise ReslearnError("train.sync_bn needs CUDA (SyncBatchNorm has no CPU kernel)")
-                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-            self.ddp = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                # e.g. the age/gender model: a batch of one gender leaves the other age net idle
-                find_unused_parameters=bool(getattr(self.model, "ddp_find_unused_parameters", False)))
-        self.forward_model = self.ddp or self.model
+            model = model.to(memory_format=torch.channels_last)
+        self.model, self.ddp = wrap_distributed(model, dist_info=self.dist, device=self.device, sync_bn=t.sync_bn)
+        self.forward_model: nn.Module = self.ddp or self.model
         if t.compile:
             self.forward_model = torch.compile(self.forward_model)
-        o = cfg.optim
-        if o.name == "rmsprop":  # Szegedy et al. 2016/2017 (Inception-v4 / Inception-ResNet)
-            self.optimizer: torch.optim.Optimizer = torch.optim.RMSprop(
-                self.model.parameters(), lr=o.lr, alpha=o.rmsprop_decay, eps=o.rmsprop_eps,
-                momentum=o.momentum, weight_decay=o.weight_decay)
-        elif o.name == "adam":  # Kingma & Ba 2015; optim.momentum is beta1
-            self.optimizer = torch.optim.Adam(
-                self.model.parameters(), lr=o.lr, betas=(o.momentum, o.adam_beta2),
-                weight_decay=o.weight_decay)
-        else:
-            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
-                                             nesterov=o.nesterov, weight_decay=o.weight_decay)
-        self.policy = LRPolicy(cfg.schedule, o.lr)
+        self.optimizer = build_optimizer(self.model.parameters(), cfg.optim)
+        self.policy = LRPolicy(cfg.schedule, cfg.optim.lr)
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.amp]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.amp == "fp16")
         self.iteration = 0
@@ -198,33 +266,11 @@ class Trainer:
         self.log_acc = torch.zeros(4, dtype=torch.float64)
         self.run_dir = Path(run_dir) if run_dir else self.default_run_dir()
         self.final: dict[str, Any] = {}
-
-    # ------------------------------------------------------------------ setup helpers
-    def _model_kwargs(self) -> dict[str, Any]:
-        info = model_info(self.cfg.model.name)  # unknown names fail here with a suggestion
-        import inspect
-
-        kw = dict(self.cfg.model.kwargs)
-        want = self.data.in_chans
-        if "in_chans" in kw and kw["in_chans"] != want:
-            raise ReslearnError(
-                f"model.kwargs.in_chans={kw['in_chans']} but {self.cfg.data.name} images have {want} channels")
-        accepts = inspect.signature(info.builder).parameters
-        if "in_chans" in accepts:
-            kw["in_chans"] = want
-        elif want != info.input_size[0]:
-            raise ReslearnError(f"{self.cfg.model.name} takes {info.input_size[0]}-channel input; "
-                                f"{self.cfg.data.name} has {want}")
-        kw.setdefault("num_classes", self.data.num_classes)
-        if kw["num_classes"] != self.data.num_classes and info.task == "classification":
-            raise ReslearnError(
-                f"model.kwargs.num_classes={kw['num_classes']} but {self.cfg.data.name} has {self.data.num_classes} classes")
-        return kw
+        self.commit = git_commit()  # checkpoints and run.json record it
+        self.interrupt = InterruptFlag(enabled=False)  # fit() installs a live one
 
     def default_run_dir(self) -> Path:
-        t = self.cfg.train
-        name = t.run_name or f"{self.cfg.model.name}-{self.cfg.data.name}-seed{t.seed}"
-        return Path(t.out_dir) / name
+        return default_run_dir(self.cfg)
 
     # ------------------------------------------------------------------ checkpoints
     def _doc(self) -> dict[str, Any]:
@@ -241,14 +287,20 @@ class Trainer:
             "config": config_to_dict(self.cfg),  # eval/predict find the data set and its root here
         }
 
+    def _kept(self) -> str:
+        """What a stopped run leaves, for its error line."""
+        last = find_latest_checkpoint(self.run_dir)
+        if last is None:
+            return (f"nothing was saved (no checkpoint yet; the first is due at iteration "
+                    f"{self.cfg.train.checkpoint_every})")
+        return f"the last good checkpoint is kept: {last}"
+
     def save_checkpoint(self) -> Path:
         # A finite loss can still come with an update that overflowed the weights: never let
         # such weights replace the last good checkpoint.
         if not all(bool(torch.isfinite(v).all()) for v in self.model.state_dict().values()
                    if v.is_floating_point()):  # parameters and BN statistics
-            raise NonFiniteLoss(
-                f"weights became non-finite at iteration {self.iteration}; the last good "
-                f"checkpoint is kept in {self.run_dir / 'checkpoints'}")
+            raise NonFiniteLoss(f"weights became non-finite at iteration {self.iteration}; {self._kept()}")
         opt_tensors, opt_meta = flatten_optimizer(self.optimizer)
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         tensors.update(opt_tensors)
@@ -264,6 +316,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
             "best": self.best,
             "log_acc": self.log_acc.tolist(),
+            "final": self.final,  # the last evaluation: a run resumed at its end reports it again
         }
         ckdir = self.run_dir / "checkpoints"
         path = ckdir / f"iter-{self.iteration:08d}.safetensors"
@@ -284,7 +337,9 @@ class Trainer:
             raise ReslearnError(f"{path} is not a training checkpoint (kind={meta.get('kind')})")
         if meta["model"] != self.cfg.model.name:
             raise ReslearnError(f"{path} holds {meta['model']}, but the config trains {self.cfg.model.name}")
-        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        check_state_dict(self.model, state, str(path), hint="is the data (its channels, classes) the run's?")
+        self.model.load_state_dict(state)
         self.optimizer.load_state_dict(unflatten_optimizer(tensors, meta["optimizer"]))
         self.policy.load_state_dict(meta["policy"])
         if meta.get("scaler"):
@@ -294,6 +349,7 @@ class Trainer:
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         self.iteration, self.best = meta["iteration"], meta.get("best")
         self.log_acc = torch.tensor(meta.get("log_acc", [0.0] * 4), dtype=torch.float64)
+        self.final = meta.get("final", {})
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, dict[str, float]]:
@@ -315,35 +371,60 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    # ------------------------------------------------------------------ the loop
-    def fit(self, *, resume: bool = False) -> dict[str, Any]:
-        cfg, t = self.cfg, self.cfg.train
-        self.commit = git_commit()
-        resumed_from = None
-        if resume:
-            ck = find_latest_checkpoint(self.run_dir)
-            if ck is None:
-                raise ReslearnError(f"--resume: no checkpoint in {self.run_dir / 'checkpoints'}")
+    # ------------------------------------------------------------------ the run folder
+    def _claim_run_dir(self) -> contextlib.AbstractContextManager:
+        """The run folder's lock, held by the rank that writes (rank 0; the others only read)."""
+        if not self.dist.main:
+            return contextlib.nullcontext()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        return lock_run_dir(self.run_dir)
+
+    def _begin(self, *, resume: bool, overwrite: bool) -> MetricLogger | None:
+        """Under the folder's lock: resume from its checkpoint or start afresh (deleting the run
+        that ``overwrite`` replaces); rank 0 writes config.yaml and run.json and opens the log."""
+        # checked again under the lock: what counts is what the folder holds once it is ours
+        ck = check_run_dir(self.cfg, self.run_dir, resume=resume, overwrite=overwrite)
+        if ck is not None:
             self.load_checkpoint(ck)
-            resumed_from = self.iteration
-        elif find_latest_checkpoint(self.run_dir) is not None:
-            raise ReslearnError(f"{self.run_dir} already holds a run; use --resume or another train.run_name")
-        logger = None
-        if self.dist.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(dump_config(cfg))
-            (self.run_dir / "run.json").write_text(json.dumps({
-                "reslearn_version": __version__, "git_commit": self.commit, "torch": torch.__version__,
-                "device": str(self.device), "machine": machine_description(str(self.device)),
-                "world_size": self.dist.world, "data": self.data.info,
-                "model_kwargs": self.model_kwargs, "resumed_from": resumed_from,
-            }, indent=2))
-            logger = MetricLogger(self.run_dir, tensorboard=t.tensorboard, resume_from=resumed_from)
+        elif overwrite and self.dist.main:
+            clear_run(self.run_dir)
+        return self._write_run_files(self.iteration if ck else None) if self.dist.main else None
+
+    def _write_run_files(self, resumed_from: int | None) -> MetricLogger:
+        atomic_write_text(self.run_dir / "config.yaml", dump_config(self.cfg))
+        atomic_write_text(self.run_dir / "run.json", json.dumps({
+            "reslearn_version": __version__, "git_commit": self.commit, "torch": torch.__version__,
+            "device": str(self.device), "machine": machine_description(str(self.device)),
+            "world_size": self.dist.world, "data": self.data.info,
+            "model_kwargs": self.model_kwargs, "resumed_from": resumed_from,
+        }, indent=2))
+        return MetricLogger(self.run_dir, tensorboard=self.cfg.train.tensorboard, resume_from=resumed_from)
+
+    def _stop_at_interrupt(self) -> None:
+        path = self.run_dir / "checkpoints" / f"iter-{self.iteration:08d}.safetensors"
+        if self.dist.main and not path.is_file():
+            path = self.save_checkpoint()
+        raise Interrupted(f"interrupted at iteration {self.iteration} of {self.cfg.schedule.iterations}; "
+                          f"checkpoint {path}")
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+        """Train (or, with ``resume``, continue) the run in ``run_dir``; ``overwrite`` replaces a
+        run the folder already holds. Returns the final metrics."""
+        check_run_dir(self.cfg, self.run_dir, resume=resume, overwrite=overwrite)  # before creating the folder
         try:
-            self._loop(logger)
-        finally:
-            if logger:
-                logger.close()
+            with self._claim_run_dir():
+                logger = self._begin(resume=resume, overwrite=overwrite)
+                try:
+                    with InterruptFlag(enabled=self.dist.world == 1) as self.interrupt:
+                        self._loop(logger)
+                finally:
+                    if logger:
+                        logger.close()
+        except OSError as e:  # e.g. a full disk; a write error without a file name names the run folder
+            if e.filename is None and e.errno is not None:
+                raise OSError(e.errno, e.strerror, str(self.run_dir)) from e
+            raise
         return self.final
 
     def _loop(self, logger: MetricLogger | None) -> None:
@@ -369,9 +450,7 @@ class Trainer:
                     continue
                 loss_sum, wrong, den, n = stats
                 if not math.isfinite(loss_sum):
-                    raise NonFiniteLoss(
-                        f"loss became {loss_sum} at iteration {it} (lr {lr:g}); the last good "
-                        f"checkpoint is kept in {self.run_dir / 'checkpoints'}")
+                    raise NonFiniteLoss(f"loss became {loss_sum} at iteration {it} (lr {lr:g}); {self._kept()}")
                 self.iteration += 1
                 self.policy.after_step(it, wrong, den)
                 acc += torch.tensor([loss_sum, wrong, den, n], dtype=torch.float64)
@@ -398,13 +477,17 @@ class Trainer:
                     t0, seen = time.perf_counter(), 0
                 if (done % t.checkpoint_every == 0 or done == total) and self.dist.main:
                     self.save_checkpoint()
+                if self.interrupt.requested:
+                    self._stop_at_interrupt()
                 if done >= total:
                     break
         if bar:
             bar.close()
+        if not self.final:  # resumed at its last iteration from a checkpoint that predates "final"
+            self._eval_and_track()
         if self.dist.main:
             self.save_weights("model.safetensors", self.final)
-            (self.run_dir / "final.json").write_text(json.dumps(self.final, indent=2))
+            atomic_write_text(self.run_dir / "final.json", json.dumps(self.final, indent=2))
         if self.dist.world > 1:
             dist.barrier()
 
@@ -425,7 +508,7 @@ class Trainer:
         n = float(sums.get("n", 1))
         # training error = sums[num] / sums[den]; a task may name its own pair (CTC: word
         # errors over reference words), else the primary metric's count over samples
-        num, den = getattr(self.task, "train_error_keys", (self.task.primary, "n"))
+        num, den = self.task.train_error_keys
         self._step_stats += torch.tensor([float(loss.detach()) * n, float(sums.get(num, 0)),
                                           float(sums.get(den, n)), n], dtype=torch.float64)
         if not last:
@@ -461,8 +544,8 @@ class Trainer:
         return row
 
 
-def train(cfg: Config, *, resume: bool = False, run_dir: str | Path | None = None,
+def train(cfg: Config, *, resume: bool = False, overwrite: bool = False, run_dir: str | Path | None = None,
           task: Task | None = None) -> dict[str, Any]:
     """Train according to ``cfg``; returns the final evaluation metrics."""
     trainer = Trainer(cfg, run_dir=Path(run_dir) if run_dir else None, task=task)
-    return trainer.fit(resume=resume)
+    return trainer.fit(resume=resume, overwrite=overwrite)

@@ -41,6 +41,12 @@ class ClassifierModel(nn.Module):
     num_classes: int
     # Names of the child modules that form the stages of the paper's layer table, in order.
     stage_names: tuple[str, ...] = ()
+    # Hooks the engine and its tasks read, with their defaults; a model overrides what it needs.
+    # ``forward(x, lengths)`` takes each row's valid frames (sequence models: WRBN's BLSTMs).
+    takes_lengths: bool = False
+    # Some parameters get no gradient in some batches, so DistributedDataParallel must look for
+    # them each step (the age/gender net: a shard of one gender leaves the other age net idle).
+    ddp_find_unused_parameters: bool = False
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

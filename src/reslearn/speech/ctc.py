@@ -14,7 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..models.base import check_choice
+from ..engine.task import Task
+from ..models.base import ClassifierModel, check_choice
 from .metrics import edit_distance
 
 __all__ = ["greedy_decode", "output_lengths", "CTCTask"]
@@ -49,10 +50,10 @@ def output_lengths(in_lengths: torch.Tensor, t_in: int, t_out: int) -> torch.Ten
 
 def _forward(model: nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     inner = getattr(model, "module", model)  # DistributedDataParallel wraps the model
-    return model(x, lengths) if getattr(inner, "takes_lengths", False) else model(x)
+    return model(x, lengths) if isinstance(inner, ClassifierModel) and inner.takes_lengths else model(x)
 
 
-class CTCTask:
+class CTCTask(Task):
     """CTC training and word error rate evaluation for batches
     ``((features, lengths), (targets, target_lengths))`` and models giving (B, T, classes).
 
