@@ -181,7 +181,7 @@ def setup_resnet20(case: Case, args, data: Path | None) -> None:
     if not args.checkpoint:
         recalibrate_bn(model, case.calib)
         case.notes.append("random weights, BN statistics from the calibration images")
-    case.notes.append(f"reference: reslearn eager fp32 (torchvision has no CIFAR ResNet-20); agreement on {what}")
+    case.notes.append(f"torchvision has no CIFAR ResNet-20, hence this reference; agreement on {what}")
     case.ref_name, case.ref, case.ours = "reslearn eager", model, model
 
 
