@@ -16,6 +16,7 @@ data: $(STAMP)
 
 bench: $(STAMP) data
 	$(PY) benchmarks/pipeline.py --data .data
+	$(PY) benchmarks/inference.py --data .data
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)

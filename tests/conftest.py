@@ -18,6 +18,16 @@ def require_data(path: Path, what: str) -> Path:
     return Path(path)
 
 
+@pytest.fixture(scope="module")
+def data_root() -> Path:
+    """The prepared data folder ($RESLEARN_DATA_DIR or .data) with CIFAR-10's python batches and
+    its JPEG copy (scripts/prepare_data.sh)."""
+    root = Path(os.environ.get("RESLEARN_DATA_DIR", ROOT / ".data"))
+    require_data(root / "cifar-10-batches-py", "CIFAR-10 (scripts/prepare_data.sh)")
+    require_data(root / "cifar10-jpeg", "CIFAR-10 JPEG copy")
+    return root
+
+
 # Under `pytest -n 2` on 2 cores, torch's default of one intra-op thread per core gives 4 busy
 # threads on 2 cores; they spin against each other and small-model tests run many times slower.
 # Subprocesses the tests start (CLI runs) inherit OMP_NUM_THREADS=1 too.

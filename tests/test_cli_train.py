@@ -21,14 +21,6 @@ def run(*args, env=None):
 
 
 @pytest.fixture(scope="module")
-def data_root():
-    root = pathlib.Path(os.environ.get("RESLEARN_DATA_DIR", ROOT / ".data"))
-    require_data(root / "cifar-10-batches-py", "CIFAR-10 (scripts/prepare_data.sh)")
-    require_data(root / "cifar10-jpeg", "CIFAR-10 JPEG copy")
-    return root
-
-
-@pytest.fixture(scope="module")
 def trained(data_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
     r = run("train", "--recipe", "cifar10_quick", "--model", "resnet20", f"data.root={data_root}", *TINY,

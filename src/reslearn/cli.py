@@ -168,6 +168,12 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_no_fast(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-fast", action="store_true",
+                   help="run the model as trained, not the fast path (BN folded into the convolutions, "
+                   "channels_last: the same function in fp32)")
+
+
 @subcommand
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint (top-1/top-5 error)",
@@ -185,6 +191,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=0,
                    help="evaluate only N images (the first N; a fixed random N of an image folder)")
     p.add_argument("--json", action="store_true")
+    _add_no_fast(p)
     p.set_defaults(func=_cmd_eval)
 
 
@@ -193,7 +200,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     r = evaluate_checkpoint(args.checkpoint, root=args.data, dataset=args.dataset, split=args.split,
                             ten_crop=args.ten_crop, multi_scale=args.multi_scale,
-                            batch_size=args.batch_size, device=args.device, limit=args.limit)
+                            batch_size=args.batch_size, device=args.device, limit=args.limit,
+                            fast=not args.no_fast)
     if args.json:
         print(json.dumps(r, indent=2))
     else:
@@ -209,13 +217,14 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--json", action="store_true")
+    _add_no_fast(p)
     p.set_defaults(func=_cmd_predict)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .engine.evaluate import predict_images
 
-    res = predict_images(args.checkpoint, args.images, topk=args.topk)
+    res = predict_images(args.checkpoint, args.images, topk=args.topk, fast=not args.no_fast)
     if args.json:
         print(json.dumps(res, indent=2))
     for r in [] if args.json else res:
@@ -442,23 +451,40 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
 
 @subcommand
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a checkpoint or model to ONNX",
+    p = sub.add_parser("export", help="export a checkpoint or model to ONNX or OpenVINO, fp32 or int8",
                        description="Export SOURCE (a .safetensors checkpoint or a registered model name) "
-                       "to ONNX with a dynamic batch axis; checks the outputs with onnxruntime when installed.")
+                       "with a dynamic batch axis, to ONNX (OUT.onnx) or OpenVINO IR (OUT.xml + OUT.bin), "
+                       "with OUT.json stating the input preprocessing, size and classes. The exported model "
+                       "is then run in its runtime on real images (the checkpoint's test split, or --images) "
+                       "and compared with PyTorch before success is reported.",
+                       epilog="example: reslearn export runs/r20/model.safetensors -o r20.xml --int8")
     p.add_argument("source")
-    p.add_argument("--out", "-o", required=True)
+    p.add_argument("--out", "-o", required=True, help="OUT.onnx or OUT.xml")
+    p.add_argument("--format", choices=["onnx", "openvino"], help="default: from the suffix of --out")
+    p.add_argument("--int8", action="store_true", help="post-training int8 quantisation (ONNX Runtime QDQ; NNCF for OpenVINO)")
+    p.add_argument("--calibration", type=int, default=300, metavar="N", help="int8: calibrate on N training images")
+    p.add_argument("--check-images", type=int, default=500, metavar="N", help="compare on N test images")
+    p.add_argument("--max-drop", type=float, default=1.0, metavar="POINTS",
+                   help="int8: fail when top-1 error rises (or, unlabelled, agreement falls) by more than this")
+    p.add_argument("--images", nargs="+", metavar="FILE", help="image files to calibrate and check on instead of the data set")
+    p.add_argument("--data", help="data root of the checkpoint's data set (default: the run's)")
     p.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"))
     p.add_argument("--no-check", action="store_true")
     p.set_defaults(func=_cmd_export)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_onnx
+    from .export import export_model
 
-    r = export_onnx(args.source, args.out, input_size=args.input_size, check=not args.no_check)
-    diff = r.get("max_abs_diff")
-    note = "" if diff is None else f"; onnxruntime vs PyTorch max abs diff {diff:.2e}"
-    print(f"wrote {r['onnx']} (input {r['input']}){note}")
+    r = export_model(args.source, args.out, fmt=args.format, int8=args.int8, calibration=args.calibration,
+                     check_images=args.check_images, max_drop=args.max_drop, images=args.images,
+                     data_root=args.data, input_size=args.input_size, check=not args.no_check)
+    print(f"wrote {r['path']} ({r['format']}, {r['precision']}, input {r['input']}), preprocessing in {r['sidecar']}")
+    if "max_abs_diff" in r:
+        errs = (f", top-1 error {r['top1_err_exported']:.2f}% vs PyTorch {r['top1_err_pytorch']:.2f}%"
+                if "top1_err_pytorch" in r else "")
+        print(f"checked on {r['checked_on']}: top-1 agreement {r['top1_agreement']:.2f}%{errs}; "
+              f"max abs diff {r['max_abs_diff']:.2e}")
     return 0
 
 

@@ -17,7 +17,8 @@ from .data import APP_DATA, IN_MEMORY, _load_arrays, subset_index
 from .device import select_device
 from .task import ClassificationTask, topk_wrong
 
-__all__ = ["evaluate_checkpoint", "ensemble_checkpoints", "collect_probs", "errors_from_probs", "predict_images"]
+__all__ = ["evaluate_checkpoint", "ensemble_checkpoints", "collect_probs", "errors_from_probs", "predict_images",
+           "image_inputs", "real_inputs"]
 
 
 def _normalizer(doc: dict[str, Any], device):
@@ -26,6 +27,15 @@ def _normalizer(doc: dict[str, Any], device):
     if not doc.get("normalizer"):
         raise ReslearnError("the checkpoint carries no input normaliser statistics")
     return Normalizer.from_state_dict(tensors_from_json(doc["normalizer"])).to(device)
+
+
+def _fast(model, doc: dict[str, Any], fast: bool):
+    """The exact-fp32 fast path (BN folded, channels_last; :mod:`reslearn.inference`), or ``model``."""
+    if not fast:
+        return model
+    from ..inference import fast_model
+
+    return fast_model(model, input_size=(doc["in_chans"], *doc["image_size"]))
 
 
 def _data_cfg(doc: dict[str, Any], *, root: str | None, dataset: str | None) -> DataConfig:
@@ -46,12 +56,14 @@ def errors_from_probs(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, fl
 @torch.no_grad()
 def collect_probs(path: str | Path, *, root: str | None = None, dataset: str | None = None,
                   split: str = "test", ten_crop: bool = False, multi_scale: bool = False,
-                  batch_size: int = 256, device: str = "cpu", limit: int = 0):
-    """Softmax outputs of the model in ``path`` over ``split``: ``(probs, labels, doc, mode)``."""
+                  batch_size: int = 256, device: str = "cpu", limit: int = 0, fast: bool = True):
+    """Softmax outputs of the model in ``path`` over ``split``: ``(probs, labels, doc, mode)``.
+    ``fast`` runs the BN-folded channels_last model (same function, fp32)."""
     if batch_size < 1:
         raise ReslearnError(f"batch size must be >= 1; got {batch_size}")
     dev = select_device(device, key="--device")
     model, doc = load_model(path, device=dev)
+    model = _fast(model, doc, fast)
     cfg = _data_cfg(doc, root=root, dataset=dataset)
     if cfg.name in APP_DATA:  # their own tasks and metrics: final.json, or e.g. `analyze roc`
         raise ReslearnError(f"reslearn eval takes image classifiers; {path} was trained on {cfg.name} "
@@ -139,33 +151,68 @@ def _probs_folder(model, doc, cfg, split, ten_crop, multi_scale, batch_size, dev
     return torch.cat(probs), torch.cat(labels), doc, mode
 
 
-@torch.no_grad()
-def predict_images(path: str | Path, images: Sequence[str | Path], *, topk: int = 5,
-                   device: str = "cpu") -> list[dict[str, Any]]:
-    """Top-``topk`` classes with probabilities for each image file."""
+def _read_image(path: str | Path, doc: dict[str, Any]) -> torch.Tensor:
+    """uint8 (C, H, W): decoded, shorter side to the training size, centre crop (the test-time
+    view of the training data)."""
     from torchvision.io import ImageReadMode, decode_image
     from torchvision.transforms.v2 import functional as TF
 
+    p = Path(path)
+    if not p.is_file():
+        raise ReslearnError(f"image {p} not found")
+    try:
+        img = decode_image(str(p), mode=ImageReadMode.GRAY if doc["in_chans"] == 1 else ImageReadMode.RGB)
+    except Exception as e:
+        raise ReslearnError(f"cannot decode image {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    h, w = doc["image_size"]
+    return TF.center_crop(TF.resize(img, [min(h, w)], antialias=True), [h, w])
+
+
+def image_inputs(doc: dict[str, Any], images: Sequence[str | Path], *, device: str = "cpu") -> torch.Tensor:
+    """Image files as the model's float32 input batch, preprocessed as :func:`predict_images` does."""
+    norm = _normalizer(doc, torch.device(device))
+    return norm(torch.stack([_read_image(p, doc) for p in images]).to(device))
+
+
+@torch.no_grad()
+def predict_images(path: str | Path, images: Sequence[str | Path], *, topk: int = 5,
+                   device: str = "cpu", fast: bool = True) -> list[dict[str, Any]]:
+    """Top-``topk`` classes with probabilities for each image file (``fast``: as :func:`collect_probs`)."""
     if topk < 1:
         raise ReslearnError(f"topk must be >= 1 (the number of classes to list); got {topk}")
     dev = select_device(device, key="--device")
     model, doc = load_model(path, device=dev)
-    norm = _normalizer(doc, dev)
+    model = _fast(model, doc, fast)
     classes = doc.get("classes") or [str(i) for i in range(model.num_classes)]
-    h, w = doc["image_size"]
-    mode = ImageReadMode.GRAY if doc["in_chans"] == 1 else ImageReadMode.RGB
     out = []
     for img_path in images:
-        p = Path(img_path)
-        if not p.is_file():
-            raise ReslearnError(f"image {p} not found")
-        try:
-            img = decode_image(str(p), mode=mode)
-        except Exception as e:
-            raise ReslearnError(f"cannot decode image {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-        # Shorter side to the training size, then centre crop: the test-time view of the training data.
-        img = TF.center_crop(TF.resize(img, [min(h, w)], antialias=True), [h, w])
-        probs = F.softmax(model(norm(img.unsqueeze(0).to(dev))).float(), -1)[0]
+        probs = F.softmax(model(image_inputs(doc, [img_path], device=str(dev))).float(), -1)[0]
         p_top, i_top = probs.topk(min(topk, len(probs)))
-        out.append({"image": str(p), "top": [(classes[i], float(pr)) for pr, i in zip(p_top.tolist(), i_top.tolist())]})
+        out.append({"image": str(Path(img_path)),
+                    "top": [(classes[i], float(pr)) for pr, i in zip(p_top.tolist(), i_top.tolist())]})
     return out
+
+
+def real_inputs(doc: dict[str, Any], *, split: str, n: int, root: str | None = None):
+    """``n`` images of ``split`` ("train" or "test") of the checkpoint's own data set, as the
+    model's float32 input: ``(inputs, labels, description)``. In-memory sets (CIFAR, MNIST-like)
+    take their first ``n``, image folders a fixed random ``n``, as ``eval --limit`` does."""
+    cfg = _data_cfg(doc, root=root, dataset=None)
+    if cfg.name in APP_DATA:
+        raise ReslearnError(f"{cfg.name} is not an image data set")
+    if cfg.name in IN_MEMORY:
+        train, test = _load_arrays(cfg)
+        ds = train if split == "train" else test
+        index = subset_index(len(ds), n, cfg)
+        ds = ds if index is None else ds.subset(index)
+        return _normalizer(doc, torch.device("cpu"))(ds.images), ds.labels, f"{cfg.name} {split}"
+    from ..data import transforms
+    from ..data.folder import ImageFolderDataset
+
+    crop = doc["image_size"][0]
+    tf = transforms.imagenet_eval_transform(crop=crop, resize=round(crop * 256 / 224))
+    ds = ImageFolderDataset(cfg.root, split="train" if split == "train" else "val", transform=tf,
+                            on_error=cfg.on_bad_file)
+    index = subset_index(len(ds), n, cfg)
+    items = [ds[i] for i in (range(len(ds)) if index is None else index.tolist())]
+    return torch.stack([x for x, _ in items]), torch.tensor([int(t) for _, t in items]), f"{cfg.root} {split}"
