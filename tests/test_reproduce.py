@@ -5,6 +5,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import sys
 import pytest
 
 from conftest import ROOT, require_data
+from reslearn.results import read_results
 
 TINY = ["model.kwargs.width=4", "data.val_size=0", "optim.batch_size=32", "train.progress=false",
         "train.tensorboard=false"]
@@ -42,11 +44,19 @@ def test_degradation_outputs(degradation):
     out, stdout = degradation
     for net in ("plain20", "plain32", "resnet20", "resnet32"):
         assert net in stdout
-    assert "deeper plain net has higher training error:" in stdout
+    assert re.search(r"^plain-32 (trains|does not train) worse than plain-20 \(", stdout, re.M)
+    assert re.search(r"^verdict: ", stdout, re.M)
     res = json.loads((out / "degradation.json").read_text())
     assert len(res["cifar10"]) == 4
     assert all(math.isfinite(r["train_err"]) and 0 <= r["test_err"] <= 100 for r in res["cifar10"])
-    assert set(res["finding"]) == {"plain_deeper_higher_train_error", "resnet_deeper_lower_or_equal_train_error", "reproduced"}
+    assert set(res["finding"]) == {"plain_deeper_higher_train_error", "resnet_beats_plain",
+                                   "resnet_deeper_lower_or_equal_train_error", "reproduced", "lines"}
+    # one results row per net, the verdict's training error in it
+    rows = {r["model"]: r for r in read_results(out / "fig6.csv")}
+    assert sorted(rows) == ["plain20", "plain32", "resnet20", "resnet32"]
+    by_net = {r["net"]: r["train_err"] for r in res["cifar10"]}
+    assert all(abs(float(rows[n]["train_err"]) - by_net[n]) < 0.006 for n in rows)
+    assert all(rows[n]["iterations"] == "6" and rows[n]["recipe"] == "cifar10" and rows[n]["commit"] for n in rows)
     assert (out / "fig6_cifar10.png").stat().st_size > 5000
     # budget keeps the paper's shape: lr /10 at 50% and 75%
     assert "schedule.milestones=[3, 4]" in res["budget"]
@@ -146,3 +156,35 @@ def test_ten_crop_and_multi_scale_on_an_image_folder(root, tmp_path):
         res[flag] = json.loads(r.stdout)
         assert res[flag]["n"] == 24 and 0 <= res[flag]["top1_err"] <= 100
     assert [res[f]["mode"] for f in res] == ["center-crop", "10-crop", "multi-scale"]
+
+
+def test_finding_words_follow_the_numbers():
+    from reslearn.reproduce import _finding, format_finding
+
+    rows = [{"net": "plain20", "train_err": 40.0}, {"net": "plain56", "train_err": 88.0},
+            {"net": "resnet20", "train_err": 33.0}, {"net": "resnet56", "train_err": 50.0}]
+    f = _finding(rows, (20, 56))
+    assert (f["plain_deeper_higher_train_error"], f["resnet_beats_plain"],
+            f["resnet_deeper_lower_or_equal_train_error"], f["reproduced"]) == (True, True, False, False)
+    assert format_finding(f).splitlines() == [
+        "plain-56 trains worse than plain-20 (88.00% vs 40.00% training error): degradation",
+        "ResNet-56 trains better than plain-56 (50.00% vs 88.00% training error): the shortcuts remove the degradation",
+        "ResNet-56 trains worse than ResNet-20 (50.00% vs 33.00% training error): this half of the figure needs a "
+        "longer budget",
+        "verdict: not fully reproduced at this budget (see above which half shows)"]
+    rows[3]["train_err"] = 33.0  # a tie counts for the deeper ResNet, as the paper's "lower or equal"
+    assert _finding(rows, (20, 56))["reproduced"]
+    rows[1]["train_err"] = 39.0
+    f = _finding(rows, (20, 56))
+    assert not f["plain_deeper_higher_train_error"] and not f["resnet_beats_plain"] and not f["reproduced"]
+    assert f["lines"][0].startswith("plain-56 does not train worse than plain-20")
+
+
+def test_train_error_window_is_the_last_tenth(tmp_path):
+    from reslearn.reproduce import train_error_window
+
+    lines = ["iteration,train_err"] + [f"{i},{100 - i / 10}" for i in range(10, 201, 10)]
+    (tmp_path / "metrics.csv").write_text("\n".join(lines) + "\n")
+    # rows after iteration 180: 190 and 200 -> (81 + 80) / 2
+    assert train_error_window(tmp_path) == pytest.approx(80.5)
+    assert train_error_window(tmp_path, fraction=0.25) == pytest.approx((84 + 83 + 82 + 81 + 80) / 5)
