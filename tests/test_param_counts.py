@@ -41,17 +41,18 @@ TABLE1 = {18: (False, (2, 2, 2, 2)), 34: (False, (3, 4, 6, 3)), 50: (True, (3, 4
           101: (True, (3, 4, 23, 3)), 152: (True, (3, 8, 36, 3)), 200: (True, (3, 24, 36, 3))}
 
 
-def imagenet_resnet(depth, *, in_chans=3, classes=1000, shortcuts=True, preact=False, bn=2):
-    """Table 1: conv1 7x7 64, stages of 64/128/256/512 filters, global pooling, fc.
+def residual_stages(cin, base, blocks, *, bottleneck, preact, projection, bn):
+    """Stages of ``blocks`` units, ``base * 2**i`` filters in stage i (a bottleneck outputs 4x
+    that); returns (parameters, output channels).
 
-    Post-activation (2016a): BN after every conv; option B (Sec. 3.3), a 1x1 projection + BN
-    where the dimensions increase; plain nets (Sec. 3.3) have no shortcuts. Pre-activation
-    (2016b, Fig. 1b / Sec. 4.1): BN before every conv (on its input), the first unit's taken by
-    the BN right after conv1, a bare 1x1 projection, and one extra BN after the last unit."""
-    bottleneck, blocks = TABLE1[depth]
-    total, cin = conv(in_chans, 64, 7) + bn * 64, 64
+    Post-activation (2016a): BN after every conv; ``projection``: a 1x1 conv + BN where the shape
+    changes (option B), else nothing there (option A, zero padding; and the plain nets).
+    Pre-activation (2016b, Fig. 1b / Sec. 4.1): BN before every conv (on its input), the first
+    unit's taken by the BN right after conv1 (counted with the stem), a bare 1x1 projection, and
+    one extra BN after the last unit."""
+    total = 0
     for stage, n in enumerate(blocks):
-        w = 64 * 2**stage
+        w = base * 2**stage
         cout = 4 * w if bottleneck else w
         for j in range(n):
             layers = [(cin, w, 1), (w, w, 3), (w, cout, 1)] if bottleneck else [(cin, w, 3), (w, w, 3)]
@@ -60,34 +61,29 @@ def imagenet_resnet(depth, *, in_chans=3, classes=1000, shortcuts=True, preact=F
                 total += bn * sum(a for a, _, _ in layers) - (bn * cin if stage == j == 0 else 0)
             else:
                 total += bn * sum(b for _, b, _ in layers)
-            if shortcuts and (cin != cout or (stage > 0 and j == 0)):
+            if projection and (cin != cout or (stage > 0 and j == 0)):
                 total += conv(cin, cout, 1) + (0 if preact else bn * cout)
             cin = cout
-    return total + (bn * cin if preact else 0) + fc(cin, classes)
+    return total + (bn * cin if preact else 0), cin
+
+
+def imagenet_resnet(depth, *, in_chans=3, classes=1000, shortcuts=True, preact=False, bn=2):
+    """Table 1: conv1 7x7 64 (+BN), stages of 64/128/256/512 filters, global pooling, fc; option
+    B shortcuts (Sec. 3.3), none in the plain nets."""
+    bottleneck, blocks = TABLE1[depth]
+    body, cout = residual_stages(64, 64, blocks, bottleneck=bottleneck, preact=preact, projection=shortcuts, bn=bn)
+    return conv(in_chans, 64, 7) + bn * 64 + body + fc(cout, classes)
 
 
 def cifar_resnet(depth, *, bottleneck=False, preact=False, bn=2, classes=10):
-    """He et al. 2016a Sec. 4.2: a 3x3 conv of 16 filters, three stages of n units on 16/32/64
-    filters, global pooling, a 10-way fc. Basic units (6n+2 layers, two 3x3 convs) use option A
-    (zero padding, no parameters). Bottleneck units (He et al. 2016b, 9n+2 layers: 1x1, 3x3,
-    1x1 x4) project with a 1x1 conv where the shape changes (+BN when post-activation, the
-    ablations of Table 2). Pre-activation as in ``imagenet_resnet``."""
+    """He et al. 2016a Sec. 4.2: a 3x3 conv of 16 filters (+BN), three stages of n units on
+    16/32/64 filters, global pooling, a 10-way fc. Basic units (6n+2 layers, two 3x3 convs) use
+    option A (zero padding, no parameters). Bottleneck units (He et al. 2016b, 9n+2 layers: 1x1,
+    3x3, 1x1 x4) project with a 1x1 conv where the shape changes (+BN when post-activation, the
+    ablations of Table 2)."""
     n = (depth - 2) // (9 if bottleneck else 6)
-    total, cin = conv(3, 16, 3) + bn * 16, 16
-    for stage in range(3):
-        w = 16 * 2**stage
-        cout = 4 * w if bottleneck else w
-        for j in range(n):
-            layers = [(cin, w, 1), (w, w, 3), (w, cout, 1)] if bottleneck else [(cin, w, 3), (w, w, 3)]
-            total += sum(conv(a, b, k) for a, b, k in layers)
-            if preact:
-                total += bn * sum(a for a, _, _ in layers) - (bn * cin if stage == j == 0 else 0)
-            else:
-                total += bn * sum(b for _, b, _ in layers)
-            if bottleneck and cin != cout:
-                total += conv(cin, cout, 1) + (0 if preact else bn * cout)
-            cin = cout
-    return total + (bn * cin if preact else 0) + fc(cin, classes)
+    body, cout = residual_stages(16, 16, (n, n, n), bottleneck=bottleneck, preact=preact, projection=bottleneck, bn=bn)
+    return conv(3, 16, 3) + bn * 16 + body + fc(cout, classes)
 
 
 def wide_resnet(depth, k, *, bn=2):
