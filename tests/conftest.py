@@ -1,3 +1,4 @@
+import importlib
 import os
 from pathlib import Path
 
@@ -12,7 +13,7 @@ def require_data(path: Path, what: str) -> Path:
     """Skip when real data is absent; fail instead under RESLEARN_REQUIRE_DATA=1 (CI)."""
     if not Path(path).exists():
         msg = f"{what} not found at {path}"
-        if os.environ.get("RESLEARN_REQUIRE_DATA") == "1":
+        if _required():
             pytest.fail(msg + " (RESLEARN_REQUIRE_DATA=1)")
         pytest.skip(msg)
     return Path(path)
@@ -26,6 +27,23 @@ def data_root() -> Path:
     require_data(root / "cifar-10-batches-py", "CIFAR-10 (scripts/prepare_data.sh)")
     require_data(root / "cifar10-jpeg", "CIFAR-10 JPEG copy")
     return root
+
+
+def _required() -> bool:
+    return os.environ.get("RESLEARN_REQUIRE_DATA") == "1"
+
+
+def require_module(name: str):
+    """Import an optional dependency (the ``dev`` extra installs them all): skip when it is
+    missing, but fail under RESLEARN_REQUIRE_DATA=1 (CI), where a broken install must not pass
+    silently as hundreds of skipped tests. At module level it skips or fails the whole module."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        msg = f"optional dependency {name} is not importable ({e}); pip install -e '.[dev]'"
+        if _required():
+            pytest.fail(msg + " (RESLEARN_REQUIRE_DATA=1)", pytrace=False)
+        pytest.skip(msg, allow_module_level=True)
 
 
 # Under `pytest -n 2` on 2 cores, torch's default of one intra-op thread per core gives 4 busy

@@ -63,7 +63,8 @@ def test_stego_drn_trains_through_the_cli(cifar_root, tmp_path):
     final = _check_run(out, "pe")
     test = final["test"]
     assert test["n"] == 2 * 16  # 16 held-out pairs, both images of each
-    assert 0.0 <= test["pe"] <= 50.0 and 0.0 <= test["acc"] <= 100.0
+    # P_E is the best threshold's error; the argmax threshold's is 100 - acc (balanced classes)
+    assert test["pe"] <= 100 - test["acc"] + 1e-9
     run_info = json.loads((out / "run.json").read_text())
     assert run_info["data"]["train_pairs"] == 48 and run_info["model_kwargs"]["depth"] == 18
 
@@ -79,7 +80,8 @@ def test_age_gender_trains_through_the_cli(utk_root, tmp_path):
     for split, n in (("val", 10), ("test", 19)):
         m = final[split]
         assert m["n"] == n and 0.0 < m["mae"] < 100.0 and 0.0 <= m["gender_acc"] <= 100.0
-        assert m["gender_acc"] + m["gender_err"] == pytest.approx(100.0)
+        right = m["gender_acc"] * n / 100  # a whole number of the split's n faces
+        assert right == pytest.approx(round(right), abs=1e-6)
     info = json.loads((out / "run.json").read_text())
     assert info["data"]["train"] == 67 and info["model_kwargs"]["backbone"] == "resnet18"
 

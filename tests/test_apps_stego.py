@@ -231,6 +231,38 @@ def test_detection_error_hand_worked():
         detection_error([0.1, 0.2], [0, 0])
 
 
+def _stego_eval(cover_logits, stego_logits):
+    """StegoTask.evaluate of an identity "model" on one batch: the inputs are the logits
+    (z_cover, z_stego), covers labelled 0 and stego images 1."""
+    from test_engine import _Batches
+
+    x = torch.tensor(cover_logits + stego_logits, dtype=torch.float32)
+    y = torch.tensor([0] * len(cover_logits) + [1] * len(stego_logits))
+    return StegoTask().evaluate(torch.nn.Identity(), _Batches((x, y)))
+
+
+def test_stego_task_pe_where_one_logit_decides():
+    # z_stego alone decides (z_cover = 0): a perfect detector, P_E 0. Scored with the sign
+    # flipped (z_cover - z_stego) the same logits would give 50.
+    m = _stego_eval([[0, -1], [0, -2]], [[0, 1], [0, 2]])
+    assert (m["pe"], m["acc"], m["n"]) == (0.0, 100.0, 4)
+    # z_cover alone decides (z_stego = 0): the score is the difference, so again perfect; a score
+    # of z_stego alone would be constant here and give 50
+    m = _stego_eval([[3, 0], [1, 0]], [[-1, 0], [-3, 0]])
+    assert (m["pe"], m["acc"]) == (0.0, 100.0)
+    # no information (every logit equal): chance, 50; argmax ties go to "cover"
+    m = _stego_eval([[0, 0], [0, 0]], [[0, 0], [0, 0]])
+    assert (m["pe"], m["acc"]) == (50.0, 50.0)
+    # a detector that is always wrong: P_E is still 50 (the rule "stego if score >= t" cannot be
+    # inverted), accuracy 0
+    m = _stego_eval([[0, 1], [0, 2]], [[0, -1], [0, -2]])
+    assert (m["pe"], m["acc"]) == (50.0, 0.0)
+    # mixed: scores covers -2, 0.5 and stego 1, -1. t = 1: (0 + 1/2) / 2; t = -1: (1/2 + 0) / 2;
+    # t = 0.5: (1/2 + 1/2) / 2. Argmax gets one cover and one stego right.
+    m = _stego_eval([[0, -2], [0, 0.5]], [[0, 1], [0, -1]])
+    assert (m["pe"], m["acc"]) == (25.0, 50.0)
+
+
 def test_drn_trains_on_pairs_with_the_stego_task():
     pairs = StegoPairs.embed(_cifar_covers(32), payload=1.0, seed=0)
     src = StegoPairSource(pairs, batch_size=16, shuffle=True)
@@ -245,5 +277,14 @@ def test_drn_trains_on_pairs_with_the_stego_task():
         opt.step()
     model.eval()
     metrics = task.evaluate(model, StegoPairSource(pairs, batch_size=16))
-    assert metrics["n"] == 64 and 0.0 <= metrics["pe"] <= 50.0 and 0.0 <= metrics["acc"] <= 100.0
+    # recompute P_E and accuracy from the model's own logits, outside StegoTask
+    with torch.no_grad():
+        logits = torch.cat([model(x) for x, _ in StegoPairSource(pairs, batch_size=16).iter_epoch(0)])
+    labels = torch.tensor([0, 1]).repeat(32)
+    assert metrics["n"] == 64
+    assert metrics["pe"] == pytest.approx(100 * detection_error(logits[:, 1] - logits[:, 0], labels))
+    assert metrics["acc"] == pytest.approx(100 * float((logits.argmax(-1) == labels).double().mean()))
+    # at the argmax threshold the error is 100 - acc (as many covers as stego images); P_E is
+    # the minimum over all thresholds, so it can only be lower
+    assert metrics["pe"] <= 100 - metrics["acc"] + 1e-9
     assert np.isfinite(metrics["loss"])

@@ -225,6 +225,43 @@ def test_restricted_load_admits_numpy_pickles():
         restricted_load(io.BytesIO(pickle.dumps(collections.OrderedDict(a=1))))
 
 
+def _py2_numpy_core_batch() -> bytes:
+    """A CIFAR-style batch written opcode by opcode as Python 2's cPickle wrote the official
+    2009 files (protocol 2, numpy 1.x): globals under ``numpy.core``, strings as SHORT_BINSTRING.
+    Hand-built, so the test does not depend on the module path the installed numpy writes."""
+    def s(b):  # SHORT_BINSTRING: a Python 2 str, bytes under encoding="bytes"
+        return b"U" + bytes([len(b)]) + b
+
+    def k(i):  # BININT1
+        return b"K" + bytes([i])
+
+    def dtype(code, order):  # numpy.dtype(code, 0, 1) with its __setstate__ tuple
+        return (b"cnumpy\ndtype\n" + s(code) + k(0) + k(1) + b"\x87R(" + k(3) + s(order) + b"NNN"
+                + b"J\xff\xff\xff\xffJ\xff\xff\xff\xff" + k(0) + b"tb")
+
+    # numpy.core.multiarray._reconstruct(ndarray, (0,), "b"), then BUILD (1, (2, 3), u1, False, raw)
+    array = (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + k(0) + b"\x85" + s(b"b")
+             + b"\x87R(" + k(1) + k(2) + k(3) + b"\x86" + dtype(b"u1", b"|") + b"\x89" + s(bytes(range(6))) + b"tb")
+    scalar = b"cnumpy.core.multiarray\nscalar\n" + dtype(b"i8", b"<") + s((7).to_bytes(8, "little")) + b"\x86R"
+    return (b"\x80\x02}(" + s(b"data") + array + s(b"labels") + b"](" + k(3) + scalar + b"e"
+            + s(b"batch_label") + s(b"training batch 1 of 5") + b"u.")
+
+
+def test_restricted_load_admits_the_official_numpy_core_names():
+    blob = _py2_numpy_core_batch()
+    assert b"numpy.core.multiarray" in blob and b"numpy._core" not in blob
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # resolving the names must not import numpy.core (numpy 2 warns)
+        d = restricted_load(io.BytesIO(blob))
+    assert set(d) == {"data", "labels", "batch_label"}
+    assert d["data"].dtype == np.uint8 and d["data"].tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert d["labels"] == [3, 7] and type(d["labels"][1]) is np.int64
+    assert d["batch_label"] == b"training batch 1 of 5"
+    # the same names in any other module path stay forbidden
+    with pytest.raises(pickle.UnpicklingError, match="forbidden global numpy.corex.multiarray._reconstruct"):
+        restricted_load(io.BytesIO(blob.replace(b"numpy.core.multiarray\n_reconstruct", b"numpy.corex.multiarray\n_reconstruct")))
+
+
 # ---------------------------------------------------------------- download, offline
 
 def _tar_of(folder: Path, arcname: str) -> bytes:

@@ -2,6 +2,7 @@
 equivalence, checkpoints, NaN loss."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -52,6 +53,50 @@ def test_short_training_learns_real_cifar(cifar_root, tmp_path):
     assert (tmp_path / "run" / "best.safetensors").is_file() and (tmp_path / "run" / "config.yaml").is_file()
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["git_commit"] and run["reslearn_version"]
+
+
+# Four samples over six classes; the target's rank (1 = highest logit) is 1, 2, 6 and 5.
+TOPK_LOGITS = torch.tensor([[0.1, 0.9, 0.3, 0.2, 0.5, 0.4],   # target 1: rank 1
+                            [0.8, 0.1, 0.7, 0.0, 0.2, 0.3],   # target 2: rank 2
+                            [0.5, 0.4, 0.3, 0.2, 0.1, 0.6],   # target 4: rank 6 (last)
+                            [0.6, 0.5, 0.4, 0.3, 0.2, 0.1]])  # target 4: rank 5 (just inside top-5)
+TOPK_TARGETS = torch.tensor([1, 2, 4, 4])
+
+
+class _Batches:
+    """A BatchSource over fixed (inputs, targets) batches."""
+
+    def __init__(self, *batches):
+        self.batches = batches
+
+    def __len__(self):
+        return len(self.batches)
+
+    def iter_epoch(self, epoch, start=0):
+        yield from self.batches[start:]
+
+
+def test_top1_top5_error_hand_worked():
+    from reslearn.engine.evaluate import errors_from_probs
+    from reslearn.engine.task import ClassificationTask, topk_wrong
+
+    # top-1 misses samples 1, 2, 3; top-5 misses only sample 2 (its target is last of six)
+    assert topk_wrong(TOPK_LOGITS, TOPK_TARGETS, 1) == 3
+    assert topk_wrong(TOPK_LOGITS, TOPK_TARGETS, 5) == 1
+    assert topk_wrong(TOPK_LOGITS, TOPK_TARGETS, 6) == 0
+    assert topk_wrong(TOPK_LOGITS[:, :3], torch.tensor([0, 2, 1, 0]), 5) == 0  # k > classes: all hit
+    # the engine's evaluation over two batches (identity "model": the inputs are the logits)
+    src = _Batches((TOPK_LOGITS[:2], TOPK_TARGETS[:2]), (TOPK_LOGITS[2:], TOPK_TARGETS[2:]))
+    ev = ClassificationTask().evaluate(torch.nn.Identity(), src)
+    assert (ev["top1_err"], ev["top5_err"], ev["n"]) == (75.0, 25.0, 4)
+    # cross-entropy by hand: log(sum(exp(z))) - z_target, averaged over the four samples
+    nll = [math.log(sum(math.exp(v) for v in row)) - row[t] for row, t in
+           zip(TOPK_LOGITS.tolist(), TOPK_TARGETS.tolist())]
+    assert ev["loss"] == pytest.approx(sum(nll) / 4, rel=1e-6)
+    # `reslearn eval` and `ensemble` score softmax outputs: same ranks, same errors, same loss
+    probs = TOPK_LOGITS.softmax(-1)
+    assert errors_from_probs(probs, TOPK_TARGETS) == pytest.approx(
+        {"loss": sum(nll) / 4, "top1_err": 75.0, "top5_err": 25.0, "n": 4}, rel=1e-6)
 
 
 def _cli(args, **kw):

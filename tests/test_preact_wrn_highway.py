@@ -291,7 +291,7 @@ def test_highway_fc_params_per_layer():
     m = highway_fc(depth=10)
     assert len(m.layers.highways) == 9 and m.layers.plain.layer.in_features == 784
     per_layer = count_params(m.layers.highways[0])
-    plain = 71 * 71 + 71  # the plain nets' layer (Sec. 3.1)
+    plain = count_params(PlainLayer(nn.Linear(71, 71)))  # a layer of the plain nets (Sec. 3.1)
     target = model_info("highway_fc_mnist").reference["params_per_layer"]
     assert abs(per_layer - target) / target < 0.03 and abs(plain - target) / target < 0.03
     with pytest.raises(ValueError, match="activation"):

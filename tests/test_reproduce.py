@@ -11,8 +11,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
+import torch.nn as nn
 
 from conftest import ROOT, require_data
+from reslearn.errors import ReslearnError
 from reslearn.results import read_results
 
 TINY = ["model.kwargs.width=4", "data.val_size=0", "optim.batch_size=32", "train.progress=false",
@@ -57,9 +60,51 @@ def test_degradation_outputs(degradation):
     by_net = {r["net"]: r["train_err"] for r in res["cifar10"]}
     assert all(abs(float(rows[n]["train_err"]) - by_net[n]) < 0.006 for n in rows)
     assert all(rows[n]["iterations"] == "6" and rows[n]["recipe"] == "cifar10" and rows[n]["commit"] for n in rows)
+    from reslearn.reproduce import _finding
+
+    # the verdict is the one the rows give (test_finding_on_made_up_curves checks _finding itself)
+    assert res["finding"] == _finding(res["cifar10"], (20, 32))
     assert (out / "fig6_cifar10.png").stat().st_size > 5000
     # budget keeps the paper's shape: lr /10 at 50% and 75%
     assert "schedule.milestones=[3, 4]" in res["budget"]
+
+
+def _final_rows(**train_err):
+    """degradation() result rows with made-up final training errors (test errors unused)."""
+    return [{"net": n, "depth": int(n.lstrip("plainresnet")), "train_err": e, "test_err": 50.0}
+            for n, e in train_err.items()]
+
+
+@pytest.mark.parametrize("errs,plain_degrades,resnet_improves,beats_plain", [
+    # Fig. 6: the deeper plain net trains worse, the deeper ResNet better: the finding
+    (dict(plain20=5.0, plain32=6.0, plain56=8.0, resnet20=5.0, resnet32=4.0, resnet56=3.0), True, True, True),
+    # "lower or equal" for ResNets: equal still shows it
+    (dict(plain20=5.0, plain56=8.0, resnet20=4.0, resnet56=4.0), True, True, True),
+    # the deeper plain net no worse (equal): no degradation shown
+    (dict(plain20=5.0, plain56=5.0, resnet20=5.0, resnet56=3.0), False, True, True),
+    # the deeper ResNet worse: not shown either
+    (dict(plain20=5.0, plain56=8.0, resnet20=3.0, resnet56=3.5), True, False, True),
+    # only the shallowest and deepest count: a bad middle depth changes nothing
+    (dict(plain20=5.0, plain32=1.0, plain56=8.0, resnet20=5.0, resnet32=9.0, resnet56=3.0), True, True, True),
+    # everything the wrong way round
+    (dict(plain20=8.0, plain56=5.0, resnet20=3.0, resnet56=5.0), False, False, False),
+    # Fig. 4's nets (ImageFolder): plain-34 above plain-18, ResNet-34 below ResNet-18
+    (dict(plain18=30.0, plain34=32.0, resnet18=29.0, resnet34=27.0), True, True, True),
+])
+def test_finding_on_made_up_curves(errs, plain_degrades, resnet_improves, beats_plain):
+    from reslearn.reproduce import _finding, format_degradation
+
+    depths = sorted({int(n.lstrip("plainresnet")) for n in errs})
+    f = _finding(_final_rows(**errs), depths)
+    assert {k: v for k, v in f.items() if k != "lines"} == {
+        "plain_deeper_higher_train_error": plain_degrades, "resnet_beats_plain": beats_plain,
+        "resnet_deeper_lower_or_equal_train_error": resnet_improves,
+        "reproduced": plain_degrades and resnet_improves and beats_plain}
+    assert len(f["lines"]) == 3
+    text = format_degradation({"cifar10": _final_rows(**errs), "finding": f})
+    verdict = ("verdict: the paper's finding is reproduced" if f["reproduced"]
+               else "verdict: not fully reproduced at this budget (see above which half shows)")
+    assert text.endswith(verdict)
 
 
 def test_degradation_skips_finished_nets(degradation, root):
@@ -95,6 +140,73 @@ def test_responses_and_ensemble(degradation, tmp_path):
     assert 0 <= e["ensemble"]["top1_err"] <= 100
     r = cli("ensemble", str(p))
     assert r.returncode == 2 and "at least two" in r.stderr
+
+
+def test_ensemble_averages_softmax_outputs_hand_worked(monkeypatch):
+    """Two members, three samples, three classes (labels 0, 1, 2). Each member is wrong once, on
+    a different sample; the average of their softmax outputs is right on all three."""
+    from reslearn.engine import evaluate
+
+    probs = {"a": torch.tensor([[0.90, 0.05, 0.05], [0.5, 0.4, 0.1], [0.2, 0.2, 0.6]]),
+             "b": torch.tensor([[0.30, 0.60, 0.10], [0.1, 0.8, 0.1], [0.1, 0.3, 0.6]])}
+    labels = torch.tensor([0, 1, 2])
+    monkeypatch.setattr(evaluate, "collect_probs",
+                        lambda p, **kw: (probs[p], labels, {"model": f"net-{p}"}, "single"))
+    res = evaluate.ensemble_checkpoints(["a", "b"])
+    a, b = res["members"]
+    assert (a["model"], a["top1_err"], b["top1_err"]) == ("net-a", pytest.approx(100 / 3), pytest.approx(100 / 3))
+    assert a["loss"] == pytest.approx(-(math.log(0.9) + math.log(0.4) + math.log(0.6)) / 3)
+    # average [[0.6, 0.325, 0.075], [0.3, 0.6, 0.1], [0.15, 0.25, 0.6]]: the label's share is 0.6
+    # in every row (a sum instead of the mean would give 1.2, a negative loss)
+    ens = res["ensemble"]
+    assert (ens["top1_err"], ens["top5_err"], ens["n"]) == (0.0, 0.0, 3)
+    assert ens["loss"] == pytest.approx(-math.log(0.6))
+    monkeypatch.setattr(evaluate, "collect_probs",
+                        lambda p, **kw: (probs[p], labels if p == "a" else labels.flip(0), {"model": p}, "single"))
+    with pytest.raises(ReslearnError, match="different data"):
+        evaluate.ensemble_checkpoints(["a", "b"])
+
+
+class _Fig7Net(nn.Module):
+    """3x3 conv (identity kernel) -> BN -> 1x1 conv -> BN: only the first BN is a Fig. 7 response
+    (it follows a 3x3 conv). The BNs are fixed at y = 2x + 1 in eval mode."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.conv3 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(channels)
+        self.conv1 = nn.Conv2d(channels, channels, 1)
+        self.bn1 = nn.BatchNorm2d(channels)
+        with torch.no_grad():
+            self.conv3.weight.zero_()
+            for c in range(channels):
+                self.conv3.weight[c, c, 1, 1] = 1.0
+            for bn in (self.bn3, self.bn1):
+                bn.weight.fill_(2.0)
+                bn.bias.fill_(1.0)
+                bn.running_var.fill_(1.0 - bn.eps)  # (x - 0) / sqrt(var + eps) = x
+
+    def forward(self, x):
+        return self.bn1(self.conv1(self.bn3(self.conv3(x))))
+
+
+def test_layer_response_std_hand_worked():
+    from reslearn.analysis import layer_response_std, response_layers
+
+    net = _Fig7Net(1)
+    assert [n for n, _ in response_layers(net)] == ["bn3"]
+    # One std over the whole set, not a mean of per-batch stds: a batch of 0s and a batch of 2s
+    # respond 1 and 5 (y = 2x + 1), whose std is 2 (each batch alone has std 0).
+    batches = [(torch.zeros(1, 1, 2, 2), None), (torch.full((1, 1, 2, 2), 2.0), None)]
+    ((name, std),) = layer_response_std(net.train(), batches)  # it evaluates in eval mode itself
+    assert name == "bn3" and std == pytest.approx(2.0, rel=1e-5)
+    # ... and over all channels together: channel 0 at 0, channel 1 at 2 -> 2 again (0 per channel)
+    x = torch.stack([torch.zeros(2, 2), torch.full((2, 2), 2.0)]).unsqueeze(0)
+    ((_, std),) = layer_response_std(_Fig7Net(2), [(x, None)])
+    assert std == pytest.approx(2.0, rel=1e-5)
+    # values 0, 1, 2, 3 respond 1, 3, 5, 7: population std sqrt(5)
+    ((_, std),) = layer_response_std(net, [(torch.arange(4.0).view(1, 1, 2, 2), None)])
+    assert std == pytest.approx(math.sqrt(5), rel=1e-5)
 
 
 def test_cifar_table(root, tmp_path):

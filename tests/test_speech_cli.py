@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("soundfile")
-pytest.importorskip("librosa")
+from conftest import ROOT, require_data, require_module
 
-from conftest import ROOT, require_data  # noqa: E402
+require_module("soundfile")
+require_module("librosa")
+
 from reslearn.config import load_config  # noqa: E402
 from reslearn.speech.commands import ASC_WORDS, CLASSIC_WORDS, default_words  # noqa: E402
 from reslearn.speech.digits import find_digit_folder  # noqa: E402
@@ -53,7 +54,6 @@ def kws_run(tmp_path_factory):
 def test_kws_training_writes_the_run_folder(kws_run):
     final = check_run_folder(kws_run, "accuracy")
     assert final["test"]["n"] == 96 and "val" not in final
-    assert final["test"]["accuracy"] == pytest.approx(100 - final["test"]["top1_err"])
     run_info = json.loads((kws_run / "run.json").read_text())
     assert run_info["data"]["words"] == list(ASC_WORDS) and run_info["data"]["train"] == 256
     header = (kws_run / "metrics.csv").read_text().splitlines()[0]
@@ -85,7 +85,7 @@ def test_wrbn_ctc_training(tmp_path):
             "train.checkpoint_every=8", *QUIET, "--run-dir", str(out))
     assert r.returncode == 0, r.stderr
     final = check_run_folder(out, "wer")
-    assert final["test"]["n"] == 8 and final["test"]["wer"] >= 0
+    assert final["test"]["n"] == 8  # (after 8 iterations the WER says nothing; see test_speech_digits)
     info = json.loads((out / "run.json").read_text())["data"]
     assert info["test_speakers"] == ["theo", "yweweler"] and "theo" not in info["train_speakers"]
     # the ROC is for keyword spotting only: one line, exit 2

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("soundfile")
-pytest.importorskip("librosa")
+from conftest import ROOT, require_data, require_module
 
-from conftest import ROOT, require_data  # noqa: E402
+require_module("soundfile")
+require_module("librosa")
+
 from reslearn import create_model  # noqa: E402
 from reslearn.errors import ReslearnError  # noqa: E402
 from reslearn.speech import commands  # noqa: E402
@@ -189,9 +190,10 @@ def test_res8_narrow_learns_on_a_subset(root, val):
     after = task.evaluate(model.eval(), src)
     assert after["loss"] < 0.8 * before["loss"], (before, after)
     assert after["accuracy"] > before["accuracy"] + 15
-    assert after["accuracy"] == pytest.approx(100 - after["top1_err"])
     probs, labels = task.posteriors(model, src)
     assert probs.shape == (256, 12) and torch.allclose(probs.sum(-1), torch.ones(256))
+    # the reported accuracy is the argmax accuracy of the posteriors, counted here independently
+    assert after["accuracy"] == pytest.approx(100 * float((probs.argmax(-1) == labels).double().mean()))
 
 
 def _fake_archive() -> bytes:

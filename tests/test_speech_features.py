@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-librosa = pytest.importorskip("librosa")
-sf = pytest.importorskip("soundfile")
+from conftest import ROOT, require_data, require_module
 
-from conftest import ROOT, require_data  # noqa: E402
+librosa = require_module("librosa")
+sf = require_module("soundfile")
+
 from reslearn.speech.features import MFCC, LogMel, frame_count  # noqa: E402
 
 DATA = Path(os.environ.get("RESLEARN_DATA_DIR", ROOT / ".data"))
