@@ -31,7 +31,7 @@ from reslearn.engine.schedule import LRPolicy
 from reslearn.engine.trainer import Trainer
 from reslearn.errors import ReslearnError, RunFolderBusy
 from reslearn.registry import create_model
-from test_cli_train import TINY, data_root, run  # noqa: F401  (fixture)
+from test_cli_train import TINY, run  # data_root: the fixture in conftest.py
 
 # test_cli_train's TINY, smaller still: 2 iterations of batch 8, a checkpoint after each.
 FAST = [*TINY, "data.train_subset=64", "data.test_subset=32", "optim.batch_size=8", "schedule.iterations=2",
