@@ -204,3 +204,16 @@ def test_fig4_alone_without_cifar(tiny, tmp_path):
     # train.progress=false: one line per net, at its one evaluation (the last iteration)
     assert r.stderr.count("it 4/4 (100%)") == 4 and r.stderr.count("| test err ") == 4, r.stderr
     assert (out / "fig4.csv").is_file()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--imagefolder", "/nonexistent/tiny"], "--imagefolder /nonexistent/tiny: no such folder"),
+    (["--set", "optim.lrr=1"], "unknown config key 'optim.lrr'"),
+    (["--recipe", "imagenet46"], "did you mean imagenet64"),
+])
+def test_fig4_checks_everything_before_training(tiny, tmp_path, args, needle):
+    # a flag given twice: argparse keeps the last
+    r = cli("reproduce", "fig4", "--imagefolder", tiny, "--recipe", "imagenet64", "--iterations", "2", "--out",
+            tmp_path / "f", *args)
+    assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "f" / "imagefolder").exists()

@@ -209,7 +209,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(r, indent=2))
     else:
-        print(f"{r['model']} on {r['data']} {r['split']} ({r['mode']}, {r['n']} images): "
+        views = f" at {','.join(map(str, r['scales']))}" if "scales" in r else f" {r['crop']}" if "crop" in r else ""
+        print(f"{r['model']} on {r['data']} {r['split']} ({r['mode']}{views}, {r['n']} images): "
               f"top-1 error {r['top1_err']:.2f}%  top-5 error {r['top5_err']:.2f}%  loss {r['loss']:.4f}")
     return 0
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from .errors import ReslearnError
 from .experiments import compare, format_table, plan_runs
 from .models.cifar_resnet import TABLE6_ERROR
 from .results import record_runs, run_row
@@ -133,7 +134,10 @@ class _Half:
         return {"rows": rows, "finding": _finding(rows, self.depths), "figure": str(figure)}
 
 
-def _fig4_half(recipe: str, overrides: Sequence[str]) -> _Half:
+def _fig4_half(imagefolder: str, recipe: str, overrides: Sequence[str]) -> _Half:
+    if not Path(imagefolder).expanduser().is_dir():  # before any net trains, as plan_runs' checks
+        raise ReslearnError(f"--imagefolder {imagefolder}: no such folder (expected DIR/train/<class>/*, "
+                            "DIR/val/<class>/*)")
     return _Half("imagefolder", "fig4", (18, 34), recipe, list(overrides),
                  "ImageFolder (He et al. 2016, Fig. 4): thin = training error, bold = val error")
 
@@ -170,7 +174,7 @@ def degradation(*, depths: Sequence[int] = (20, 32, 44, 56), recipe: str = "cifa
                     "CIFAR-10 (He et al. 2016, Fig. 6): thin = training error, bold = test error")]
     if imagefolder:
         # --imagefolder names the data of these runs even when --set gives a data.root for CIFAR.
-        halves.append(_fig4_half(imagenet_recipe, [*budget_overrides(imagenet_iterations), *overrides,
+        halves.append(_fig4_half(imagefolder, imagenet_recipe, [*budget_overrides(imagenet_iterations), *overrides,
                                                    f"data.root={imagefolder}", *imagefolder_overrides]))
     return _run_halves(halves, Path(out), seed=seed, jobs=jobs, record=record, name="degradation")
 
@@ -182,7 +186,7 @@ def fig4(imagefolder: str, *, recipe: str = "imagenet", iterations: int | None =
     with ``recipe``, the same budget as :func:`degradation` gives Fig. 6; no CIFAR-10. Writes
     ``out/fig4_imagefolder.png`` and ``out/fig4.json``; rows to ``out/fig4.csv``."""
     budget = budget_overrides(iterations, train_subset, test_subset) + list(overrides) + [f"data.root={imagefolder}"]
-    return _run_halves([_fig4_half(recipe, budget)], Path(out), seed=seed, jobs=jobs, record=record, name="fig4")
+    return _run_halves([_fig4_half(imagefolder, recipe, budget)], Path(out), seed=seed, jobs=jobs, record=record, name="fig4")
 
 
 # The verdicts compare training error (the thin curves of Fig. 4 and Fig. 6, where the paper
