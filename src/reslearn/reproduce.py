@@ -2,6 +2,7 @@
 
 - ``degradation``: plain vs residual nets of 20/32/44/56 layers on CIFAR-10 (Fig. 6), and
   plain-18/34 vs ResNet-18/34 on an ImageFolder data set (Fig. 4).
+- ``fig4``: Fig. 4 on its own, with no CIFAR-10 (e.g. Tiny ImageNet with the imagenet64 recipe).
 - ``cifar_table``: the Table 6 ladder (20 ... 1202 layers) with the paper's errors beside ours.
 
 Every net of an experiment is trained with the same recipe and seed; budgets (iterations, data
@@ -186,7 +187,8 @@ def fig4(imagefolder: str, *, recipe: str = "imagenet", iterations: int | None =
     with ``recipe``, the same budget as :func:`degradation` gives Fig. 6; no CIFAR-10. Writes
     ``out/fig4_imagefolder.png`` and ``out/fig4.json``; rows to ``out/fig4.csv``."""
     budget = budget_overrides(iterations, train_subset, test_subset) + list(overrides) + [f"data.root={imagefolder}"]
-    return _run_halves([_fig4_half(imagefolder, recipe, budget)], Path(out), seed=seed, jobs=jobs, record=record, name="fig4")
+    return _run_halves([_fig4_half(imagefolder, recipe, budget)], Path(out), seed=seed, jobs=jobs, record=record,
+                       name="fig4")
 
 
 # The verdicts compare training error (the thin curves of Fig. 4 and Fig. 6, where the paper
