@@ -48,7 +48,7 @@ def test_degradation_outputs(degradation):
     for net in ("plain20", "plain32", "resnet20", "resnet32"):
         assert net in stdout
     assert re.search(r"^plain-32 (trains|does not train) worse than plain-20 \(", stdout, re.M)
-    assert re.search(r"^verdict: ", stdout, re.M)
+    assert re.search(r"^verdict: ", stdout, re.M) and f"figure: {out / 'fig6_cifar10.png'}" in stdout
     res = json.loads((out / "degradation.json").read_text())
     assert len(res["cifar10"]) == 4
     assert all(math.isfinite(r["train_err"]) and 0 <= r["test_err"] <= 100 for r in res["cifar10"])
@@ -65,8 +65,8 @@ def test_degradation_outputs(degradation):
     # the verdict is the one the rows give (test_finding_on_made_up_curves checks _finding itself)
     assert res["finding"] == _finding(res["cifar10"], (20, 32))
     assert (out / "fig6_cifar10.png").stat().st_size > 5000
-    # budget keeps the paper's shape: lr /10 at 50% and 75%
-    assert "schedule.milestones=[3, 4]" in res["budget"]
+    # budget keeps the paper's shape: lr /10 at 50% and 75%; a 6-iteration budget evaluates at its end only
+    assert "schedule.milestones=[3, 4]" in res["budget"] and "train.eval_every=50" in res["budget"]
 
 
 def _final_rows(**train_err):
@@ -249,6 +249,8 @@ def test_fig4_on_an_image_folder(degradation, root, tmp_path):
     assert all(math.isfinite(row["train_err"]) and 0 <= row["test_err"] <= 100 for row in res["imagefolder"])
     assert set(res["imagefolder_finding"]) == set(res["finding"])
     assert (out / "fig4_imagefolder.png").stat().st_size > 5000
+    # both figures printed, Fig. 6 first
+    assert f"figure: {out / 'fig6_cifar10.png'}\nfigure: {out / 'fig4_imagefolder.png'}" in r.stdout
     cfg = (out / "imagefolder" / "resnet34-seed0" / "config.yaml").read_text()
     assert "name: imagefolder-memory" in cfg and "iterations: 4" in cfg
 

@@ -9,6 +9,7 @@ CLI as a subprocess. Training runs are 2-6 iterations of a width-4 resnet20 on 6
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -30,7 +31,7 @@ from reslearn.engine.schedule import LRPolicy
 from reslearn.engine.trainer import Trainer
 from reslearn.errors import ReslearnError, RunFolderBusy
 from reslearn.registry import create_model
-from test_cli_train import TINY, data_root, run  # noqa: F401  (fixture)
+from test_cli_train import TINY, run  # data_root: the fixture in conftest.py
 
 # test_cli_train's TINY, smaller still: 2 iterations of batch 8, a checkpoint after each.
 FAST = [*TINY, "data.train_subset=64", "data.test_subset=32", "optim.batch_size=8", "schedule.iterations=2",
@@ -42,10 +43,14 @@ def fast(root, *extra):
     return ["--recipe", "cifar10_quick", f"data.root={root}", *FAST, *extra]
 
 
+PROGRESS_LINE = re.compile(r"\S+ it \d+/\d+ \(\d+%\) \| ")  # engine.logging.Progress, at evaluations
+
+
 def errors(text: str) -> list[str]:
-    """The lines of stderr that are neither warnings nor notices (``reslearn: ...``)."""
+    """The lines of stderr that are neither warnings, notices (``reslearn: ...``) nor progress."""
     return [ln for ln in text.strip().splitlines()
-            if ln.strip() and "warning:" not in ln.lower() and not ln.startswith("reslearn: ")]
+            if ln.strip() and "warning:" not in ln.lower() and not ln.startswith("reslearn: ")
+            and not PROGRESS_LINE.match(ln)]
 
 
 def one_line(capsys, *argv, code=2) -> str:

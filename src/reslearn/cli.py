@@ -185,7 +185,11 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=["test", "val"])
     p.add_argument("--ten-crop", action="store_true", help="the paper's 10-crop testing (ImageFolder data)")
     p.add_argument("--multi-scale", action="store_true",
-                   help="fully-convolutional multi-scale testing at {224,256,384,480,640} (ImageFolder data)")
+                   help="fully-convolutional multi-scale testing (ImageFolder data), at the paper's "
+                   "{224,256,384,480,640} for 224 crops, the same ratios to the model's crop for others "
+                   "({56,64,96,120,160} for imagenet64's 56)")
+    p.add_argument("--scales", type=int, nargs="+", metavar="S",
+                   help="multi-scale testing at these shorter sides instead (implies --multi-scale)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cpu")
     p.add_argument("--limit", type=int, default=0,
@@ -199,13 +203,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .engine.evaluate import evaluate_checkpoint
 
     r = evaluate_checkpoint(args.checkpoint, root=args.data, dataset=args.dataset, split=args.split,
-                            ten_crop=args.ten_crop, multi_scale=args.multi_scale,
-                            batch_size=args.batch_size, device=args.device, limit=args.limit,
+                            ten_crop=args.ten_crop, multi_scale=args.multi_scale or bool(args.scales),
+                            scales=args.scales, batch_size=args.batch_size, device=args.device, limit=args.limit,
                             fast=not args.no_fast)
     if args.json:
         print(json.dumps(r, indent=2))
     else:
-        print(f"{r['model']} on {r['data']} {r['split']} ({r['mode']}, {r['n']} images): "
+        views = f" at {','.join(map(str, r['scales']))}" if "scales" in r else f" {r['crop']}" if "crop" in r else ""
+        print(f"{r['model']} on {r['data']} {r['split']} ({r['mode']}{views}, {r['n']} images): "
               f"top-1 error {r['top1_err']:.2f}%  top-5 error {r['top5_err']:.2f}%  loss {r['loss']:.4f}")
     return 0
 
@@ -305,9 +310,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- experiments
-def _add_budget(p: argparse.ArgumentParser) -> None:
+def _add_budget(p: argparse.ArgumentParser, full: str = "the paper's full 64k") -> None:
     p.add_argument("--iterations", type=int, help="shrink the paper's schedule to N iterations "
-                   "(lr /10 at 50%% and 75%%); default: the paper's full 64k")
+                   f"(lr /10 at 50%% and 75%%, evaluated every N/16, at least 50); default: {full}")
     p.add_argument("--train-subset", type=int, default=0,
                    help="train on N images only (the first N of CIFAR; a fixed random N of an image folder)")
     p.add_argument("--test-subset", type=int, default=0, help="test on N images only (as --train-subset)")
@@ -329,13 +334,30 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
                       "an ImageFolder set (Fig. 4)")
     d.add_argument("--depths", type=int, nargs="+", default=[20, 32, 44, 56])
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--imagefolder", help="also run plain/ResNet-18/34 on this ImageFolder root (Fig. 4)")
-    d.add_argument("--imagenet-iterations", type=int, help="shrink the imagenet recipe's schedule to N iterations")
+    d.add_argument("--imagefolder", help="also run plain/ResNet-18/34 on this ImageFolder root (Fig. 4; "
+                   "for Fig. 4 without CIFAR-10: reproduce fig4)")
+    d.add_argument("--imagenet-recipe", default="imagenet", help="recipe of the Fig. 4 runs (imagenet64 for "
+                   "64x64 images)")
+    d.add_argument("--imagenet-iterations", type=int, help="shrink the Fig. 4 recipe's schedule to N iterations")
     d.add_argument("--imagefolder-set", dest="imagefolder_overrides", nargs="*", default=[], metavar="key=value",
                    help="overrides for the Fig. 4 runs only, after --set (e.g. for small images held in "
                         "memory: data.name=imagefolder-memory data.image_size=0 schedule.kind=step)")
     _add_budget(d)
     d.set_defaults(func=_cmd_degradation)
+    f = ex.add_parser("fig4", help="plain vs ResNet, 18/34 layers on an ImageFolder set (Fig. 4) alone, no CIFAR-10",
+                      description="Train plain-18/34 and ResNet-18/34 with one recipe on an ImageFolder set "
+                      "(DIR/train/<class>/*, DIR/val/<class>/*); print their training and val errors and the "
+                      "paper's finding (Sec. 3.4), write the two-panel figure. The budget flags shrink the "
+                      "schedule as for Fig. 6 (their lr drops apply to step schedules such as imagenet64's; "
+                      "imagenet divides on plateaus).",
+                      epilog="example: reslearn reproduce fig4 --imagefolder .data/tiny-imagenet-50 "
+                      "--recipe imagenet64 --iterations 400")
+    f.add_argument("--imagefolder", required=True, metavar="DIR", help="the ImageFolder root")
+    f.add_argument("--recipe", default="imagenet", help="imagenet (the paper's 224 crops) or imagenet64 "
+                   "(56 crops of 64x64 images, e.g. Tiny ImageNet); default: %(default)s")
+    f.add_argument("--seed", type=int, default=0)
+    _add_budget(f, full="the recipe's (imagenet: 600k, imagenet64: 11,719)")
+    f.set_defaults(func=_cmd_fig4)
     t = ex.add_parser("cifar-table", help="the Table 6 ladder, 20-1202 layers, errors beside the paper's")
     t.add_argument("--depths", type=int, nargs="+", default=[20, 32, 44, 56, 110, 1202])
     t.add_argument("--seeds", type=int, default=1, help="runs per depth: mean +- std (the paper: best of 5 for 110)")
@@ -348,9 +370,20 @@ def _cmd_degradation(args: argparse.Namespace) -> int:
 
     r = degradation(depths=args.depths, iterations=args.iterations, train_subset=args.train_subset,
                     test_subset=args.test_subset, seed=args.seed, out=args.out or "runs/degradation",
-                    imagefolder=args.imagefolder, imagenet_iterations=args.imagenet_iterations,
-                    overrides=args.overrides, imagefolder_overrides=args.imagefolder_overrides, jobs=args.jobs,
-                    record=args.record)
+                    imagefolder=args.imagefolder, imagenet_recipe=args.imagenet_recipe,
+                    imagenet_iterations=args.imagenet_iterations, overrides=args.overrides,
+                    imagefolder_overrides=args.imagefolder_overrides, jobs=args.jobs, record=args.record)
+    print(format_degradation(r))
+    print("\n".join(f"figure: {f}" for f in r["figures"]))
+    return 0
+
+
+def _cmd_fig4(args: argparse.Namespace) -> int:
+    from .reproduce import fig4, format_degradation
+
+    r = fig4(args.imagefolder, recipe=args.recipe, iterations=args.iterations, train_subset=args.train_subset,
+             test_subset=args.test_subset, seed=args.seed, out=args.out or "runs/fig4", overrides=args.overrides,
+             jobs=args.jobs, record=args.record)
     print(format_degradation(r))
     print(f"figure: {r['figure']}")
     return 0

@@ -78,7 +78,9 @@ class DataConfig:
     augment: str = "standard"  # standard (the paper's for the data set) | none
     normalize: str = "per_pixel"  # per_pixel (He et al. 2016) | per_channel
     image_size: int = 0  # imagefolder-memory: resize to this square size (0 = keep)
-    workers: int = 2  # imagefolder: DataLoader worker processes
+    # imagefolder: DataLoader worker processes (imagefolder-memory: decoding threads); "auto":
+    # as many as this process's CPU cores allow beside training (engine.device.auto_workers).
+    workers: int | str = 2
     on_bad_file: str = "skip"  # imagefolder: skip (with a count) | raise
     # Keyword arguments of an application data set's builder (speech-commands, digit-strings,
     # stego, utkface); each builder validates its own and names unknown ones.
@@ -139,9 +141,12 @@ class TrainConfig:
     keep_last: int = 2
     out_dir: str = "runs"
     run_name: str = ""  # "" = <model>-<data>-seed<seed>
-    progress: bool = True
+    progress: bool = True  # a bar (terminal) or a line per logged row; false: a line per evaluation only
     tensorboard: bool = True
-    threads: int = 0  # torch CPU threads (0 = PyTorch's default)
+    # torch CPU threads (0 = PyTorch's default, one per core); "auto": the cores left beside the
+    # data workers (engine.device.auto_threads), which a loaded machine needs (2 threads spinning
+    # on 2 busy cores ran 9x slower than 1).
+    threads: int | str = 0
 
 
 @dataclass
@@ -348,9 +353,12 @@ def validate(cfg: Config) -> None:
     for k in ("eval_every", "log_every", "checkpoint_every", "keep_last"):
         if getattr(t, k) < 1:
             raise ReslearnError(f"train.{k} must be >= 1; got {getattr(t, k)}")
-    for k in ("val_size", "train_subset", "test_subset", "image_size", "workers"):
+    for k in ("val_size", "train_subset", "test_subset", "image_size"):
         if getattr(cfg.data, k) < 0:
             raise ReslearnError(f"data.{k} must be >= 0; got {getattr(cfg.data, k)}")
+    for key, v in (("data.workers", cfg.data.workers), ("train.threads", t.threads)):
+        if v != "auto" and (isinstance(v, str) or v < 0):
+            raise ReslearnError(f"{key} must be a count >= 0 or auto; got {v!r}")
 
 
 def dump_config(cfg: Config) -> str:

@@ -2,6 +2,7 @@
 
 - ``degradation``: plain vs residual nets of 20/32/44/56 layers on CIFAR-10 (Fig. 6), and
   plain-18/34 vs ResNet-18/34 on an ImageFolder data set (Fig. 4).
+- ``fig4``: Fig. 4 on its own, with no CIFAR-10 (e.g. Tiny ImageNet with the imagenet64 recipe).
 - ``cifar_table``: the Table 6 ladder (20 ... 1202 layers) with the paper's errors beside ours.
 
 Every net of an experiment is trained with the same recipe and seed; budgets (iterations, data
@@ -13,17 +14,27 @@ from __future__ import annotations
 
 import json
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from .errors import ReslearnError
 from .experiments import compare, format_table, plan_runs
 from .models.cifar_resnet import TABLE6_ERROR
 from .results import record_runs, run_row
 
-__all__ = ["budget_overrides", "degradation", "cifar_table", "PAPER_TABLE6_PARAMS"]
+__all__ = ["budget_overrides", "degradation", "fig4", "cifar_table", "PAPER_TABLE6_PARAMS"]
 
 # Table 6's parameter column (millions), the paper's figures.
 PAPER_TABLE6_PARAMS = {20: 0.27, 32: 0.46, 44: 0.66, 56: 0.85, 110: 1.7, 1202: 19.4}
+
+
+# Budgets evaluate 16 times a run, but never more often than every EVAL_FLOOR iterations (the
+# final iteration is always evaluated): one pass over CIFAR-10's 10k test images costs about 26
+# training iterations of batch 128 (forward only, ~1/3 of forward + backward: 10000 / (3 x 128)),
+# so at a 6-iteration budget an evaluation per iteration was most of the run; at 50 the
+# evaluations stay at most about half of the training time even on a full test set.
+EVAL_FLOOR = 50
 
 
 def budget_overrides(iterations: int | None, train_subset: int = 0, test_subset: int = 0) -> list[str]:
@@ -32,7 +43,7 @@ def budget_overrides(iterations: int | None, train_subset: int = 0, test_subset:
     if iterations:
         o += [f"schedule.iterations={iterations}",
               f"schedule.milestones=[{max(1, iterations // 2)}, {max(2, iterations * 3 // 4)}]",
-              f"train.eval_every={max(1, iterations // 16)}",
+              f"train.eval_every={max(EVAL_FLOOR, iterations // 16)}",
               f"train.log_every={max(1, min(50, iterations // 32))}",
               f"train.checkpoint_every={max(1, iterations // 8)}"]
     if train_subset:
@@ -94,6 +105,61 @@ def _deepest_first(depths: Sequence[int]) -> list[str]:
     return [f"{kind}{d}" for d in sorted(depths, reverse=True) for kind in ("plain", "resnet")]
 
 
+@dataclass(frozen=True)
+class _Half:
+    """One figure's runs: Fig. 6 (``cifar10``) or Fig. 4 (``imagefolder``), the result keys too."""
+
+    key: str
+    experiment: str
+    depths: tuple[int, ...]
+    recipe: str
+    overrides: list[str]
+    title: str
+
+    def plan(self, out: Path, seed: int) -> None:
+        plan_runs(_deepest_first(self.depths), recipe=self.recipe, overrides=self.overrides,
+                  out_dir=out / self.key, seeds=[seed])
+
+    def run(self, out: Path, seed: int, jobs: int, record: str | Path | None) -> dict[str, Any]:
+        """Train (or skip finished) nets; record rows; draw the figure; rows, verdict, figure path."""
+        runs = out / self.key
+        res = compare(_deepest_first(self.depths), recipe=self.recipe, overrides=self.overrides, out_dir=runs,
+                      seeds=[seed], title=self.title, jobs=jobs)
+        rows = _rows([f"{k}{d}" for k in ("plain", "resnet") for d in self.depths], res, runs, seed)
+        _record([run_row(runs / f"{r['net']}-seed{seed}", experiment=self.experiment, recipe=self.recipe,
+                         train_err=r["train_err"]) for r in rows], out, record)
+        figure = _two_panel_figure(
+            {"plain": [(_label(f"plain{d}"), runs / f"plain{d}-seed{seed}") for d in self.depths],
+             "ResNet": [(_label(f"resnet{d}"), runs / f"resnet{d}-seed{seed}") for d in self.depths]},
+            out / f"{self.experiment}_{self.key}.png", self.title)
+        return {"rows": rows, "finding": _finding(rows, self.depths), "figure": str(figure)}
+
+
+def _fig4_half(imagefolder: str, recipe: str, overrides: Sequence[str]) -> _Half:
+    if not Path(imagefolder).expanduser().is_dir():  # before any net trains, as plan_runs' checks
+        raise ReslearnError(f"--imagefolder {imagefolder}: no such folder (expected DIR/train/<class>/*, "
+                            "DIR/val/<class>/*)")
+    return _Half("imagefolder", "fig4", (18, 34), recipe, list(overrides),
+                 "ImageFolder (He et al. 2016, Fig. 4): thin = training error, bold = val error")
+
+
+def _run_halves(halves: Sequence[_Half], out: Path, *, seed: int, jobs: int,
+                record: str | Path | None, name: str) -> dict[str, Any]:
+    """Check every config of every half, then train them in order; ``out/<name>.json``."""
+    for h in halves:  # every config checked before the first net trains
+        h.plan(out, seed)
+    result: dict[str, Any] = {"figures": []}
+    for h in halves:
+        r = h.run(out, seed, jobs, record)
+        result[h.key] = r["rows"]
+        result["finding" if h.key == "cifar10" else f"{h.key}_finding"] = r["finding"]
+        result["budget" if h is halves[0] else f"{h.key}_budget"] = h.overrides
+        result["figures"].append(r["figure"])
+    result["figure"] = result["figures"][0]
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
 def degradation(*, depths: Sequence[int] = (20, 32, 44, 56), recipe: str = "cifar10",
                 iterations: int | None = None, train_subset: int = 0, test_subset: int = 0,
                 seed: int = 0, out: str | Path = "runs/degradation", imagefolder: str | None = None,
@@ -101,45 +167,28 @@ def degradation(*, depths: Sequence[int] = (20, 32, 44, 56), recipe: str = "cifa
                 overrides: Sequence[str] = (), imagefolder_overrides: Sequence[str] = (),
                 jobs: int = 1, record: str | Path | None = None) -> dict[str, Any]:
     """Train plain-d and ResNet-d for each depth; figure + table; check the paper's finding.
+    With ``imagefolder``, Fig. 4 after Fig. 6 (for Fig. 4 alone: :func:`fig4`);
     ``imagefolder_overrides`` apply to the Fig. 4 runs only (after ``overrides``). Results rows
     go to ``out/fig6.csv`` / ``out/fig4.csv`` (and into ``record`` with ``record``)."""
-    out = Path(out)
-    depths = sorted(depths)
     budget = budget_overrides(iterations, train_subset, test_subset) + list(overrides)
-    names = [f"plain{d}" for d in depths] + [f"resnet{d}" for d in depths]
-    cifar = {"recipe": recipe, "overrides": budget, "out_dir": out / "cifar10", "seeds": [seed]}
-    # --imagefolder names the data of these runs even when --set gives a data.root for CIFAR.
-    folder = {"recipe": imagenet_recipe, "out_dir": out / "imagefolder", "seeds": [seed],
-              "overrides": (budget_overrides(imagenet_iterations) + list(overrides) + [f"data.root={imagefolder}"]
-                            + list(imagefolder_overrides))}
-    plan_runs(_deepest_first(depths), **cifar)  # every config checked before the first net trains
+    halves = [_Half("cifar10", "fig6", tuple(sorted(depths)), recipe, budget,
+                    "CIFAR-10 (He et al. 2016, Fig. 6): thin = training error, bold = test error")]
     if imagefolder:
-        plan_runs(_deepest_first((18, 34)), **folder)
-    res = compare(_deepest_first(depths), **cifar, title="CIFAR-10: plain and ResNet (thin: train, bold: test)",
-                  jobs=jobs)
-    rows = _rows(names, res, out / "cifar10", seed)
-    _record([run_row(out / "cifar10" / f"{r['net']}-seed{seed}", experiment="fig6", recipe=recipe,
-                     train_err=r["train_err"]) for r in rows], out, record)
-    _two_panel_figure(
-        {"plain": [(f"plain-{d}", out / "cifar10" / f"plain{d}-seed{seed}") for d in depths],
-         "ResNet": [(f"ResNet-{d}", out / "cifar10" / f"resnet{d}-seed{seed}") for d in depths]},
-        out / "fig6_cifar10.png", "CIFAR-10 (He et al. 2016, Fig. 6): thin = training error, bold = test error")
-    result: dict[str, Any] = {"cifar10": rows, "finding": _finding(rows, depths), "budget": budget,
-                              "figure": str(out / "fig6_cifar10.png")}
-    if imagefolder:
-        inames = ["plain18", "plain34", "resnet18", "resnet34"]
-        ires = compare(_deepest_first((18, 34)), **folder, jobs=jobs)
-        irows = _rows(inames, ires, out / "imagefolder", seed)
-        _record([run_row(out / "imagefolder" / f"{r['net']}-seed{seed}", experiment="fig4", recipe=imagenet_recipe,
-                         train_err=r["train_err"]) for r in irows], out, record)
-        _two_panel_figure(
-            {"plain": [(n, out / "imagefolder" / f"{n}-seed{seed}") for n in ("plain18", "plain34")],
-             "ResNet": [(n, out / "imagefolder" / f"{n}-seed{seed}") for n in ("resnet18", "resnet34")]},
-            out / "fig4_imagefolder.png", "ImageFolder (He et al. 2016, Fig. 4): thin = train, bold = val")
-        result["imagefolder"] = irows
-        result["imagefolder_finding"] = _finding(irows, (18, 34))
-    (out / "degradation.json").write_text(json.dumps(result, indent=2))
-    return result
+        # --imagefolder names the data of these runs even when --set gives a data.root for CIFAR.
+        halves.append(_fig4_half(imagefolder, imagenet_recipe, [*budget_overrides(imagenet_iterations), *overrides,
+                                                   f"data.root={imagefolder}", *imagefolder_overrides]))
+    return _run_halves(halves, Path(out), seed=seed, jobs=jobs, record=record, name="degradation")
+
+
+def fig4(imagefolder: str, *, recipe: str = "imagenet", iterations: int | None = None, train_subset: int = 0,
+         test_subset: int = 0, seed: int = 0, out: str | Path = "runs/fig4", overrides: Sequence[str] = (),
+         jobs: int = 1, record: str | Path | None = None) -> dict[str, Any]:
+    """Fig. 4 on its own: plain-18/34 and ResNet-18/34 on the ImageFolder set ``imagefolder``
+    with ``recipe``, the same budget as :func:`degradation` gives Fig. 6; no CIFAR-10. Writes
+    ``out/fig4_imagefolder.png`` and ``out/fig4.json``; rows to ``out/fig4.csv``."""
+    budget = budget_overrides(iterations, train_subset, test_subset) + list(overrides) + [f"data.root={imagefolder}"]
+    return _run_halves([_fig4_half(imagefolder, recipe, budget)], Path(out), seed=seed, jobs=jobs, record=record,
+                       name="fig4")
 
 
 # The verdicts compare training error (the thin curves of Fig. 4 and Fig. 6, where the paper

@@ -8,7 +8,7 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn as nn
 
-from .transforms import multi_scale_inputs
+from .transforms import PAPER_TEST_SCALES, multi_scale_inputs
 
 __all__ = ["predict_ten_crop", "predict_multi_scale"]
 
@@ -50,12 +50,14 @@ def predict_ten_crop(model: nn.Module, crops: torch.Tensor, *, chunk: int | None
 def predict_multi_scale(
     model: nn.Module,
     images: Sequence[torch.Tensor] | torch.Tensor,
-    scales: Sequence[int] = (224, 256, 384, 480, 640),
+    scales: Sequence[int] = PAPER_TEST_SCALES,
     *,
     flip: bool = True,
 ) -> torch.Tensor:
     """Average softmax over ``scales`` (shorter side) and, with ``flip``, horizontal flips of each
-    full image, the paper's fully-convolutional multi-scale test.
+    full image, the paper's fully-convolutional multi-scale test. The default scales are the
+    paper's for its 224 crops; for a model trained on other crops pass
+    :func:`reslearn.data.transforms.multi_scale_sizes` of its crop.
 
     Args:
         images: normalised float (C, H, W) images, any sizes, on the model's device; or a

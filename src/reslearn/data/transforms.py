@@ -27,7 +27,16 @@ __all__ = [
     "imagenet_eval_transform",
     "ten_crop_transform",
     "multi_scale_inputs",
+    "PAPER_CROP",
+    "PAPER_TEST_SCALES",
+    "multi_scale_sizes",
+    "eval_resize",
 ]
+
+# The paper's training crop and its multi-scale test sizes (shorter sides, Sec. 3.4). A model
+# trained on other crops is tested at the same ratios to its own crop (multi_scale_sizes).
+PAPER_CROP = 224
+PAPER_TEST_SCALES = (224, 256, 384, 480, 640)
 
 # Per-channel mean and std of ImageNet training pixels in [0, 1] (torchvision's models use them).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -160,8 +169,22 @@ def ten_crop_transform(
     ])
 
 
+def eval_resize(crop: int) -> int:
+    """The single- and 10-crop test's shorter side for ``crop``: the paper's 256 for 224, the
+    same ratio (8/7) for other crops (64 for 56)."""
+    return round(crop * 256 / PAPER_CROP)
+
+
+def multi_scale_sizes(crop: int) -> tuple[int, ...]:
+    """Multi-scale test sizes for a model trained on ``crop`` squares: the paper's
+    {224, 256, 384, 480, 640} at the same ratios to ``crop`` ({56, 64, 96, 120, 160} for 56)."""
+    if crop < 1:
+        raise ValueError(f"crop must be >= 1; got {crop}")
+    return tuple(round(s * crop / PAPER_CROP) for s in PAPER_TEST_SCALES)
+
+
 def multi_scale_inputs(
-    img: torch.Tensor, *, scales: Sequence[int] = (224, 256, 384, 480, 640), flip: bool = True
+    img: torch.Tensor, *, scales: Sequence[int] = PAPER_TEST_SCALES, flip: bool = True
 ) -> list[torch.Tensor]:
     """The full image resized so its shorter side is each of ``scales`` (antialiased), each
     followed by its horizontal flip when ``flip``: ``[s0, s0 flipped, s1, s1 flipped, ...]``.

@@ -14,6 +14,7 @@ import torch
 from ..config import DataConfig
 from ..data.source import BatchSource, InMemorySource, ShardedOrder
 from ..errors import ReslearnError
+from .device import auto_workers, available_cores
 
 __all__ = ["DataBundle", "build_data", "default_data_roots", "resolve_root", "IN_MEMORY"]
 
@@ -92,7 +93,9 @@ def _load_arrays(cfg: DataConfig):
             raise ReslearnError("data.root must name the image folder (with train/ and val/ or test/)")
         size = cfg.image_size or None
         cache = Path(cfg.root).expanduser() / ".reslearn-cache"
-        kw = dict(size=size, on_error=cfg.on_bad_file, workers=max(cfg.workers, 1))
+        # decoded before training starts, so "auto" may take every core
+        threads = available_cores() if cfg.workers == "auto" else max(int(cfg.workers), 1)
+        kw = dict(size=size, on_error=cfg.on_bad_file, workers=threads)
         try:
             cache.mkdir(exist_ok=True)
             kw["cache_dir"] = cache
@@ -240,8 +243,8 @@ def _build_folder(cfg: DataConfig, *, batch_size, seed, device, rank, world_size
     # crop size (Inception's 299 crops: [342, 643]).
     scale = (round(crop * 256 / 224), round(crop * 480 / 224))
     train_tf = transforms.imagenet_train_transform(crop=crop, scale=scale) if cfg.augment == "standard" \
-        else transforms.imagenet_eval_transform(crop=crop, resize=round(crop * 256 / 224))
-    eval_tf = transforms.imagenet_eval_transform(crop=crop, resize=round(crop * 256 / 224))
+        else transforms.imagenet_eval_transform(crop=crop, resize=transforms.eval_resize(crop))
+    eval_tf = transforms.imagenet_eval_transform(crop=crop, resize=transforms.eval_resize(crop))
     tr = ImageFolderDataset(cfg.root, split="train", transform=train_tf, on_error=cfg.on_bad_file)
     te = ImageFolderDataset(cfg.root, split="val", transform=eval_tf, on_error=cfg.on_bad_file)
     index = subset_index(len(tr), cfg.train_subset, cfg)
@@ -251,7 +254,7 @@ def _build_folder(cfg: DataConfig, *, batch_size, seed, device, rank, world_size
     index = subset_index(len(te), cfg.test_subset, cfg)
     if index is not None:
         te = torch.utils.data.Subset(te, index.tolist())
-    mk = dict(seed=seed, device=device, workers=cfg.workers, channels_last=channels_last)
+    mk = dict(seed=seed, device=device, workers=auto_workers(cfg.workers), channels_last=channels_last)
     train_src = LoaderSource(tr, batch_size=batch_size, shuffle=True, rank=rank, world_size=world_size,
                              accum_steps=accum_steps, drop_last=len(tr) >= batch_size, **mk)
     test_src = LoaderSource(te, batch_size=max(batch_size, 64), shuffle=False, rank=0, world_size=1,

@@ -56,11 +56,15 @@ def errors_from_probs(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, fl
 @torch.no_grad()
 def collect_probs(path: str | Path, *, root: str | None = None, dataset: str | None = None,
                   split: str = "test", ten_crop: bool = False, multi_scale: bool = False,
-                  batch_size: int = 256, device: str = "cpu", limit: int = 0, fast: bool = True):
+                  scales: Sequence[int] | None = None, batch_size: int = 256, device: str = "cpu",
+                  limit: int = 0, fast: bool = True):
     """Softmax outputs of the model in ``path`` over ``split``: ``(probs, labels, doc, mode)``.
-    ``fast`` runs the BN-folded channels_last model (same function, fp32)."""
+    ``fast`` runs the BN-folded channels_last model (same function, fp32). ``scales``: the
+    multi-scale test's shorter sides (default: :func:`_views`)."""
     if batch_size < 1:
         raise ReslearnError(f"batch size must be >= 1; got {batch_size}")
+    if scales is not None and (not scales or min(scales) < 1):
+        raise ReslearnError(f"multi-scale test sizes must be >= 1 pixel; got {list(scales)}")
     dev = select_device(device, key="--device")
     model, doc = load_model(path, device=dev)
     model = _fast(model, doc, fast)
@@ -91,14 +95,15 @@ def collect_probs(path: str | Path, *, root: str | None = None, dataset: str | N
             probs.append(F.softmax(model(x).float(), -1))
             labels.append(y)
         return torch.cat(probs), torch.cat(labels), doc, "single"
-    return _probs_folder(model, doc, cfg, split, ten_crop, multi_scale, batch_size, dev, limit)
+    return _probs_folder(model, doc, cfg, split, ten_crop, multi_scale, scales, batch_size, dev, limit)
 
 
 def evaluate_checkpoint(path: str | Path, **kw: Any) -> dict[str, Any]:
     """Top-1/top-5 error of the model in ``path`` on a split of its data set (or another)."""
     probs, labels, doc, mode = collect_probs(path, **kw)
+    views = {} if mode == "single" else _views(doc, mode, kw.get("scales"))
     return {"checkpoint": str(path), "model": doc["model"], "data": _data_cfg(doc, root=kw.get("root"), dataset=kw.get("dataset")).name,
-            "split": kw.get("split", "test"), "mode": mode, **errors_from_probs(probs, labels)}
+            "split": kw.get("split", "test"), "mode": mode, **views, **errors_from_probs(probs, labels)}
 
 
 def ensemble_checkpoints(paths: Sequence[str | Path], **kw: Any) -> dict[str, Any]:
@@ -117,23 +122,36 @@ def ensemble_checkpoints(paths: Sequence[str | Path], **kw: Any) -> dict[str, An
     return {"members": members, "ensemble": errors_from_probs(total / len(paths), ref), "mode": mode}
 
 
-def _probs_folder(model, doc, cfg, split, ten_crop, multi_scale, batch_size, dev, limit):
+def _views(doc: dict[str, Any], mode: str, scales: Sequence[int] | None) -> dict[str, Any]:
+    """What the test of an ImageFolder model looks at, scaled to its training crop (the
+    checkpoint's ``image_size``; He et al. 2016 Sec. 3.4 for 224): the crop and the shorter side
+    it is cut from (8/7 of it, the paper's 256 for 224), or for ``mode`` multi-scale the shorter
+    sides, the paper's {224, 256, 384, 480, 640} at the same ratios to the crop unless given."""
+    from ..data.transforms import eval_resize, multi_scale_sizes
+
+    crop = int(doc["image_size"][0])
+    if mode == "multi-scale":
+        return {"crop": crop, "scales": [int(s) for s in scales] if scales else list(multi_scale_sizes(crop))}
+    return {"crop": crop, "resize": eval_resize(crop)}
+
+
+def _probs_folder(model, doc, cfg, split, ten_crop, multi_scale, scales, batch_size, dev, limit):
     from ..data import testtime, transforms
     from ..data.folder import ImageFolderDataset
 
-    crop = doc["image_size"][0]
-    resize = round(crop * 256 / 224)
+    mode = "10-crop" if ten_crop else "multi-scale" if multi_scale else "center-crop"
+    views = _views(doc, mode, scales)
+    crop, resize = views["crop"], views.get("resize")
     if ten_crop:
-        tf, mode = transforms.ten_crop_transform(crop=crop, resize=resize), "10-crop"
+        tf = transforms.ten_crop_transform(crop=crop, resize=resize)
     elif multi_scale:
         # the whole image, normalised; predict_multi_scale resizes it to each scale (and flips)
         from torchvision.transforms import v2
 
         tf = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
                          transforms._normalize(transforms.IMAGENET_MEAN, None), v2.ToPureTensor()])
-        mode = "multi-scale"
     else:
-        tf, mode = transforms.imagenet_eval_transform(crop=crop, resize=resize), "center-crop"
+        tf = transforms.imagenet_eval_transform(crop=crop, resize=resize)
     ds = ImageFolderDataset(cfg.root, split=split, transform=tf, on_error=cfg.on_bad_file)
     index = subset_index(len(ds), limit, cfg)
     idx = range(len(ds)) if index is None else index.tolist()
@@ -145,7 +163,7 @@ def _probs_folder(model, doc, cfg, split, ten_crop, multi_scale, batch_size, dev
         if ten_crop:
             probs.append(testtime.predict_ten_crop(model, torch.stack([x for x, _ in items]).to(dev)))
         elif multi_scale:
-            probs.append(testtime.predict_multi_scale(model, [items[0][0].to(dev)]))
+            probs.append(testtime.predict_multi_scale(model, [items[0][0].to(dev)], scales=views["scales"]))
         else:
             probs.append(F.softmax(model(torch.stack([x for x, _ in items]).to(dev)).float(), -1))
     return torch.cat(probs), torch.cat(labels), doc, mode
@@ -210,7 +228,7 @@ def real_inputs(doc: dict[str, Any], *, split: str, n: int, root: str | None = N
     from ..data.folder import ImageFolderDataset
 
     crop = doc["image_size"][0]
-    tf = transforms.imagenet_eval_transform(crop=crop, resize=round(crop * 256 / 224))
+    tf = transforms.imagenet_eval_transform(crop=crop, resize=transforms.eval_resize(crop))
     ds = ImageFolderDataset(cfg.root, split="train" if split == "train" else "val", transform=tf,
                             on_error=cfg.on_bad_file)
     index = subset_index(len(ds), n, cfg)

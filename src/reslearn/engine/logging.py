@@ -78,6 +78,10 @@ class Progress:
     and no carriage-return frames:
 
     ``resnet20 it 100/200 (50%) | loss 1.8551 | err 69.94% | lr 0.1 | 957 img/s | ETA 1m40s``
+
+    A row with evaluation errors (``val_err``, ``test_err``) gets them at the end of its line
+    (``| test err 71.20%``). ``train.progress=false`` keeps the plain lines of the evaluated rows
+    only: quiet, but never silent until the end of a long run.
     """
 
     def __init__(self, *, total: int, initial: int, desc: str, stream: TextIO | None = None,
@@ -101,14 +105,16 @@ class Progress:
     def show(self, row: dict[str, Any]) -> None:
         """Show a logged row (its loss, error, lr and speed)."""
         loss, err, lr, ips = row.get("train_loss"), row.get("train_err"), row.get("lr"), row.get("images_per_s") or 0
+        evals = {s: row[f"{s}_err"] for s in ("val", "test") if row.get(f"{s}_err") is not None}
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss:.3f}", err=f"{err:.1f}%", lr=f"{lr:.3g}", img_s=f"{ips:.0f}")
+            self.bar.set_postfix(loss=f"{loss:.3f}", err=f"{err:.1f}%", lr=f"{lr:.3g}", img_s=f"{ips:.0f}",
+                                 **{f"{s}_err": f"{e:.1f}%" for s, e in evals.items()})
             return
         rate = (time.perf_counter() - self._t0) / max(self.done - self._start, 1)
         eta = _duration(rate * (self.total - self.done))
         print(f"{self.desc} it {self.done}/{self.total} ({100 * self.done / max(self.total, 1):.0f}%) | "
-              f"loss {loss:.4f} | err {err:.2f}% | lr {lr:.3g} | {ips:.0f} img/s | ETA {eta}",
-              file=self.stream, flush=True)
+              f"loss {loss:.4f} | err {err:.2f}% | lr {lr:.3g} | {ips:.0f} img/s | ETA {eta}"
+              + "".join(f" | {s} err {e:.2f}%" for s, e in evals.items()), file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -49,7 +49,7 @@ from ..models.base import ClassifierModel
 from ..registry import create_model, model_info
 from ..results import machine_description
 from .data import DataBundle, build_data
-from .device import select_device
+from .device import auto_threads, auto_workers, select_device
 from .logging import MetricLogger, Progress
 from .rundir import check_run_dir, clear_run, lock_run_dir
 from .schedule import LRPolicy
@@ -236,8 +236,11 @@ class Trainer:
                  data: DataBundle | None = None) -> None:
         self.cfg = cfg
         t = cfg.train
-        if t.threads:
-            torch.set_num_threads(t.threads)
+        # DataLoader workers (imagefolder) share the cores with the training threads
+        workers = auto_workers(cfg.data.workers) if cfg.data.name == "imagefolder" else 0
+        threads = auto_threads(t.threads, workers=workers)
+        if threads:
+            torch.set_num_threads(threads)
         model_info(cfg.model.name)  # an unknown name fails now, before any data is read
         self.dist, self.device = init_distributed(t.device)
         seed_everything(t.seed, t.deterministic)
@@ -434,7 +437,9 @@ class Trainer:
         steps_per_epoch = len(src) // accum
         if steps_per_epoch < 1:
             raise ReslearnError(f"the training set is smaller than one batch of {cfg.optim.batch_size}")
-        bar = Progress(total=total, initial=self.iteration, desc=cfg.model.name) if self.dist.main and t.progress else None
+        # train.progress=false: plain lines at evaluations only (Progress), never a bar
+        bar = Progress(total=total, initial=self.iteration, desc=cfg.model.name,
+                       tty=None if t.progress else False) if self.dist.main else None
         self.model.train()
         acc = self.log_acc  # loss sum, errors, error denominator, n since the last log row
         t0, seen, start_time = time.perf_counter(), 0, time.perf_counter()
@@ -464,13 +469,14 @@ class Trainer:
                            "train_loss": float(acc[0] / acc[3]), "train_err": float(100 * acc[1] / max(float(acc[2]), 1)),
                            "images_per_s": seen / el if el > 0 else None,
                            "elapsed_s": time.perf_counter() - start_time}
-                    if bar:
-                        bar.show(row)
-                    if done % t.eval_every == 0 or done == total:
+                    evaluated = done % t.eval_every == 0 or done == total
+                    if evaluated:
                         row.update(self._eval_and_track())
                         # training error of the last logged window, beside the eval numbers
                         self.final["train_err"] = row["train_err"]
                         self.final["train_loss"] = row["train_loss"]
+                    if bar and (t.progress or evaluated):
+                        bar.show(row)
                     if logger:
                         logger.log(row)
                     acc.zero_()
