@@ -557,6 +557,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import warnings
 
     warnings.formatwarning = _one_line_warning  # one line per warning, no source excerpt
+    # reslearn.data.folder refuses images over Pillow's pixel limit with an error of its own.
+    warnings.filterwarnings("ignore", message="Image size .* could be decompression bomb")
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
