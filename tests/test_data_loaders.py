@@ -423,7 +423,7 @@ def test_scan_skip_and_raise(jpeg_subset):
     # a missing class is an error, or with shared_classes a warning
     with pytest.raises(ReslearnError, match="lacks 1 of the 4 training classes .first: cat."):
         scan_image_folder(root, split="val", classes=["airplane", "automobile", "bird", "cat"])
-    with pytest.warns(UserWarning, match="using the 3 of 4 training classes"):
+    with pytest.warns(UserWarning, match="using only the 3 of the 4 training classes"):
         val, vcls, vskip = scan_image_folder(root, split="val", classes=["cat", "airplane", "automobile", "bird"],
                                              shared_classes=True)
     assert len(val) == 30 and vskip == [] and vcls[0] == "cat" and {lab for _, lab in val} == {1, 2, 3}

@@ -168,6 +168,12 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_shared_classes(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shared-classes", action="store_true",
+                   help="evaluate on the classes the data shares with the checkpoint (with a warning saying how "
+                   "many) instead of refusing data whose classes differ; labels are always matched by class name")
+
+
 def _add_no_fast(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-fast", action="store_true",
                    help="run the model as trained, not the fast path (BN folded into the convolutions, "
@@ -191,6 +197,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=0,
                    help="evaluate only N images (the first N; a fixed random N of an image folder)")
     p.add_argument("--json", action="store_true")
+    _add_shared_classes(p)
     _add_no_fast(p)
     p.set_defaults(func=_cmd_eval)
 
@@ -201,7 +208,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     r = evaluate_checkpoint(args.checkpoint, root=args.data, dataset=args.dataset, split=args.split,
                             ten_crop=args.ten_crop, multi_scale=args.multi_scale,
                             batch_size=args.batch_size, device=args.device, limit=args.limit,
-                            fast=not args.no_fast)
+                            fast=not args.no_fast, shared_classes=args.shared_classes)
     if args.json:
         print(json.dumps(r, indent=2))
     else:
@@ -431,6 +438,7 @@ def _add_ensemble(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")
+    _add_shared_classes(p)
     p.set_defaults(func=_cmd_ensemble)
 
 
@@ -438,7 +446,8 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
     from .engine.evaluate import ensemble_checkpoints
 
     r = ensemble_checkpoints(args.checkpoints, root=args.data, dataset=args.dataset, split=args.split,
-                             ten_crop=args.ten_crop, limit=args.limit, device=args.device)
+                             ten_crop=args.ten_crop, limit=args.limit, device=args.device,
+                             shared_classes=args.shared_classes)
     if args.json:
         print(json.dumps(r, indent=2))
         return 0

@@ -80,6 +80,9 @@ class DataConfig:
     image_size: int = 0  # imagefolder-memory: resize to this square size (0 = keep)
     workers: int = 2  # imagefolder: DataLoader worker processes
     on_bad_file: str = "skip"  # imagefolder: skip (with a count) | raise
+    # Image folders: val/ may lack some of train/'s classes or have others; evaluate on the
+    # classes both have (with a warning) instead of refusing. Labels are matched by class name.
+    shared_classes: bool = False
     # Keyword arguments of an application data set's builder (speech-commands, digit-strings,
     # stego, utkface); each builder validates its own and names unknown ones.
     options: dict[str, Any] = field(default_factory=dict)

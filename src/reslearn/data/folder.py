@@ -99,7 +99,8 @@ def match_classes(found: Sequence[str], classes: Sequence[str], *, where: str | 
     kept = [c for c in classes if c in have]
     if not kept:
         raise ReslearnError(f"{where} shares no class with the {len(classes)} training classes")
-    warnings.warn(f"{where}: using the {len(kept)} of {len(classes)} training classes it has ({what})", stacklevel=3)
+    warnings.warn(f"{where}: using only the {len(kept)} of the {len(classes)} training classes it has (it {what})",
+                  stacklevel=3)
     return kept
 
 
@@ -186,9 +187,11 @@ def _report(bad: list[tuple[Path, str]], *, where: Path, on_error: str) -> None:
 
 
 def _scan(split_dir: Path, *, classes: Sequence[str] | None, extensions: tuple[str, ...] | None,
-          workers: int, shared: bool = False) -> tuple[list[tuple[Path, int]], list[str], list[tuple[Path, str]]]:
-    """The usable samples, the classes and the bad files with the reason for each."""
-    files, classes = _list(split_dir, classes, shared)
+          workers: int, shared: bool = False, listed: tuple[list[tuple[Path, int]], list[str]] | None = None,
+          ) -> tuple[list[tuple[Path, int]], list[str], list[tuple[Path, str]]]:
+    """The usable samples, the classes and the bad files with the reason for each (of ``listed``,
+    :func:`_list`'s result, when the caller has it)."""
+    files, classes = listed or _list(split_dir, classes, shared)
     # Threads help where the file system is slow (network storage); chunks keep the executor's
     # per-task overhead small against the ~10 us check.
     chunks = [files[i : i + 1024] for i in range(0, len(files), 1024)]
@@ -468,9 +471,9 @@ def load_image_folder_arrays(
     root = Path(root)
     split_dir = _split_dir(root, split)
     name = root.resolve().name
-    cache = None
+    cache, listed = None, None
     if cache_dir is not None:
-        files, cls = _list(split_dir, classes, shared_classes)
+        listed = files, cls = _list(split_dir, classes, shared_classes)
         key = _cache_key(files, classes=cls, size=size, extensions=extensions)
         cache = Path(cache_dir) / f"{name}-{split}-{key}.safetensors"
         if cache.is_file():
@@ -480,7 +483,7 @@ def load_image_folder_arrays(
             _report([(Path(p), why) for p, why in json.loads(meta["skipped"])], where=split_dir, on_error=on_error)
             return ArrayDataset(images=images, labels=labels, classes=json.loads(meta["classes"]), name=name)
     samples, cls, bad = _scan(split_dir, classes=classes, extensions=extensions, workers=workers,
-                              shared=shared_classes)
+                              shared=shared_classes, listed=listed)
     if on_error == "raise":
         _report(bad, where=split_dir, on_error=on_error)  # fail before spending time decoding
     images, failed = _decode_all(samples, size=size, workers=workers, progress=progress, desc=f"{name}/{split}")

@@ -71,7 +71,9 @@ def resolve_root(cfg: DataConfig) -> Path | None:
     return None
 
 
-def _load_arrays(cfg: DataConfig):
+def _load_arrays(cfg: DataConfig, *, classes: list[str] | None = None):
+    """(train, test) of an in-memory data set; an image folder's test split is labelled by the
+    positions of ``classes`` (default: the training folder's), matched by name."""
     from ..data import cifar, folder, idx
 
     if cfg.name in ("cifar10", "cifar100"):
@@ -99,7 +101,8 @@ def _load_arrays(cfg: DataConfig):
         except OSError:  # read-only data folder: decode without a cache
             pass
         tr = folder.load_image_folder_arrays(cfg.root, split="train", **kw)
-        te = folder.load_image_folder_arrays(cfg.root, split="val", **kw)
+        te = folder.load_image_folder_arrays(cfg.root, split="val", classes=classes or tr.classes,
+                                             shared_classes=cfg.shared_classes, **kw)
     return tr, te
 
 
@@ -146,13 +149,18 @@ def build_data(
 
         module, func = APP_DATA[cfg.name].split(":")
         builder = getattr(importlib.import_module(module), func)
-        allowed = [k for k in inspect.signature(builder).parameters if k not in (
-            "cfg", "batch_size", "seed", "device", "rank", "world_size", "accum_steps")]
+        params = {k: p for k, p in inspect.signature(builder).parameters.items() if k not in (
+            "cfg", "batch_size", "seed", "device", "rank", "world_size", "accum_steps")}
         for key in cfg.options:
-            if key not in allowed:
-                raise ReslearnError(f"unknown option data.options.{key} for {cfg.name}; allowed: {', '.join(allowed)}")
+            if key not in params:
+                raise ReslearnError(f"unknown option data.options.{key} for {cfg.name}; allowed: {', '.join(params)}")
+        # A list option typed as one word on the command line (data.options.eval_splits=test)
+        # arrives as a string, which a Sequence[str] would iterate letter by letter.
+        options = {k: [s.strip() for s in v.split(",") if s.strip()]
+                   if isinstance(v, str) and "Sequence" in str(params[k].annotation) else v
+                   for k, v in cfg.options.items()}
         return builder(cfg, batch_size=batch_size, seed=seed, device=device, rank=rank,
-                       world_size=world_size, accum_steps=accum_steps, **cfg.options)
+                       world_size=world_size, accum_steps=accum_steps, **options)
     if cfg.options:
         raise ReslearnError(f"data.options are for application data sets ({', '.join(APP_DATA)}), not {cfg.name}")
     if cfg.name == "imagefolder":
@@ -228,6 +236,16 @@ class LoaderSource:
             yield x, y.to(self.device, non_blocking=True)
 
 
+def folder_normalizer():
+    """The input normalisation of the ImageFolder path as a ``Normalizer``: x/255 minus the
+    per-channel ImageNet mean, no division (``transforms.imagenet_eval_transform``'s defaults).
+    Checkpoints record it, so ``predict`` preprocesses as ``eval`` does."""
+    from ..data.augment import Normalizer
+    from ..data.transforms import IMAGENET_MEAN
+
+    return Normalizer(mean=torch.tensor(IMAGENET_MEAN).view(3, 1, 1), std=torch.ones(3, 1, 1))
+
+
 def _build_folder(cfg: DataConfig, *, batch_size, seed, device, rank, world_size, accum_steps,
                   channels_last) -> DataBundle:
     from ..data import transforms
@@ -243,7 +261,8 @@ def _build_folder(cfg: DataConfig, *, batch_size, seed, device, rank, world_size
         else transforms.imagenet_eval_transform(crop=crop, resize=round(crop * 256 / 224))
     eval_tf = transforms.imagenet_eval_transform(crop=crop, resize=round(crop * 256 / 224))
     tr = ImageFolderDataset(cfg.root, split="train", transform=train_tf, on_error=cfg.on_bad_file)
-    te = ImageFolderDataset(cfg.root, split="val", transform=eval_tf, on_error=cfg.on_bad_file)
+    te = ImageFolderDataset(cfg.root, split="val", transform=eval_tf, on_error=cfg.on_bad_file, classes=tr.classes,
+                            shared_classes=cfg.shared_classes)
     index = subset_index(len(tr), cfg.train_subset, cfg)
     if index is not None:
         tr = torch.utils.data.Subset(tr, index.tolist())
@@ -259,4 +278,5 @@ def _build_folder(cfg: DataConfig, *, batch_size, seed, device, rank, world_size
     classes = list(tr.classes)  # type: ignore[attr-defined]
     return DataBundle(train=train_src, evals={"test": test_src}, num_classes=len(classes), in_chans=3,
                       image_size=(crop, crop), classes=classes, train_size=len(tr),
+                      normalizer_state=folder_normalizer().state_dict(),
                       info={"name": "imagefolder", "train": len(tr), "test": len(te)})

@@ -29,6 +29,7 @@ import math
 import os
 import shutil
 import tarfile
+import warnings
 import tempfile
 import urllib.request
 from dataclasses import dataclass
@@ -134,10 +135,21 @@ def _read_list(root: Path, name: str) -> set[str]:
     path = root / name
     if not path.is_file():
         raise ReslearnError(
-            f"{root} is not a Speech Commands folder: {name} is missing "
-            f"(download with reslearn.speech.commands.download_speech_commands)"
+            f"{root} is not a Speech Commands folder: {name} is missing (write it: one clip per line as "
+            f"<word>/<file>.wav, the clips held out of training; or download the data set with "
+            f"reslearn.speech.commands.download_speech_commands)"
         )
     return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+
+
+def _warn_missing(root: Path, listed: set[str]) -> None:
+    """Warn (once per message) when the list files name clips that are not there: a partial copy
+    of the data set would otherwise give val and test splits far smaller than the lists say."""
+    missing = sorted(r for r in listed if not (root / r).is_file())
+    if missing:
+        warnings.warn(f"{root}: validation_list.txt and testing_list.txt name {len(listed)} clips, {len(missing)} "
+                      f"of them missing (first: {missing[0]}); using the {len(listed) - len(missing)} found",
+                      stacklevel=3)
 
 
 def _word_folders(root: Path) -> list[str]:
@@ -183,6 +195,7 @@ def load_speech_commands(
     if not root.is_dir():
         raise ReslearnError(f"Speech Commands folder {root} does not exist")
     val, test = _read_list(root, "validation_list.txt"), _read_list(root, "testing_list.txt")
+    _warn_missing(root, val | test)
     available = _word_folders(root)
     missing = [w for w in words if w not in available]
     if missing:
@@ -222,7 +235,7 @@ def load_speech_commands(
     if n_silence and not noise:
         raise ReslearnError(
             f"silence clips need background noise in {root / NOISE_FOLDER} (recordings longer than "
-            f"1 s); none found: pass silence_share=0"
+            f"1 s); none found: set data.options.silence_share=0 (no silence class examples)"
         )
     for _ in range(n_silence):
         k = int(rng.integers(len(noise)))
