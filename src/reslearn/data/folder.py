@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -241,24 +242,24 @@ def scan_image_folder(
     return samples, classes, [p for p, _ in bad]
 
 
-def _pixel_limit() -> int | None:
-    # Pillow's decompression-bomb guard, read at each call so a user can raise it as for Pillow.
-    return Image.MAX_IMAGE_PIXELS
-
-
 def _open(path: Path):
     """``Image.open`` with a pixel limit: a file whose header claims more than
-    ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (89.5M: a 30000x30000 PNG of 870 KB would take 3.3 GB)
-    is refused before decoding. Pillow itself only warns below twice that (the CLI silences that
-    warning, which this error replaces; ``warnings.catch_warnings`` is not thread-safe)."""
+    ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (Pillow's decompression-bomb guard, 89.5M by default,
+    read at each call so a user raises it as for Pillow; a 30000x30000 PNG of 870 KB would take
+    3.3 GB) is refused before decoding. Pillow itself only warns below twice that (the CLI
+    silences that warning, which this error replaces; ``warnings.catch_warnings`` is not
+    thread-safe, and decoding runs in threads)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    why = f"over the limit of {limit or 0:,} (PIL.Image.MAX_IMAGE_PIXELS; a decompression bomb?)"
     try:
         im = Image.open(path)
-    except Image.DecompressionBombError:
-        im = None
-    if im is None or (_pixel_limit() and im.size[0] * im.size[1] > _pixel_limit()):
-        size = "" if im is None else f" ({im.size[0]}x{im.size[1]})"
-        raise ReslearnError(f"{path}: more pixels{size} than the limit of {_pixel_limit():,} "
-                            f"(PIL.Image.MAX_IMAGE_PIXELS; a decompression bomb?)")
+    except Image.DecompressionBombError as e:
+        n = re.search(r"\((\d+) pixels\)", str(e))
+        raise ReslearnError(f"{path}: {int(n.group(1)) if n else 0:,} pixels, {why}") from None
+    w, h = im.size
+    if limit and w * h > limit:
+        im.close()
+        raise ReslearnError(f"{path}: {w * h:,} pixels ({w}x{h}), {why}")
     return im
 
 
