@@ -44,6 +44,14 @@ def _image_classifier(doc: dict[str, Any], path: str | Path, command: str) -> No
                             f"classifiers (its metrics are in the run's final.json; keyword spotting: reslearn analyze roc)")
 
 
+def _load_classifier(path: str | Path, *, device: str, fast: bool, command: str):
+    """``(model, doc, device)`` of an image-classifier checkpoint (on the fast path if ``fast``)."""
+    dev = select_device(device, key="--device")
+    model, doc = load_model(path, device=dev)
+    _image_classifier(doc, path, command)
+    return _fast(model, doc, fast), doc, dev
+
+
 def _fast(model, doc: dict[str, Any], fast: bool):
     """The exact-fp32 fast path (BN folded, channels_last; :mod:`reslearn.inference`), or ``model``."""
     if not fast:
@@ -118,10 +126,7 @@ def collect_probs(path: str | Path, *, root: str | None = None, dataset: str | N
     as :func:`eval_split`."""
     if batch_size < 1:
         raise ReslearnError(f"batch size must be >= 1; got {batch_size}")
-    dev = select_device(device, key="--device")
-    model, doc = load_model(path, device=dev)
-    _image_classifier(doc, path, "eval")
-    model = _fast(model, doc, fast)
+    model, doc, dev = _load_classifier(path, device=device, fast=fast, command="eval")
     cfg = _data_cfg(doc, root=root, dataset=dataset)
     if cfg.name not in IN_MEMORY:
         return _probs_folder(model, doc, cfg, split, ten_crop, multi_scale, batch_size, dev, limit, shared_classes)
@@ -219,10 +224,7 @@ def predict_images(path: str | Path, images: Sequence[str | Path], *, topk: int 
     """Top-``topk`` classes with probabilities for each image file (``fast``: as :func:`collect_probs`)."""
     if topk < 1:
         raise ReslearnError(f"topk must be >= 1 (the number of classes to list); got {topk}")
-    dev = select_device(device, key="--device")
-    model, doc = load_model(path, device=dev)
-    _image_classifier(doc, path, "predict")
-    model = _fast(model, doc, fast)
+    model, doc, dev = _load_classifier(path, device=device, fast=fast, command="predict")
     classes = doc.get("classes") or [str(i) for i in range(model.num_classes)]
     out = []
     for img_path in images:
