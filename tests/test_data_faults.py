@@ -327,8 +327,8 @@ def test_speech_hints_name_the_key_as_typed_and_lists_take_a_bare_string(kws, ca
     hint = "set data.options.silence_share=0"
     assert hint in err
     assert load_config("kws_res_quick", [hint.split()[1]]).data.options["silence_share"] == 0  # works as typed
-    cfg = DataConfig(name="speech-commands", root=str(kws), options={"words": "no", "eval_splits": "test",
-                                                                     "silence_share": 0})
+    cfg = load_config("kws_res_quick", [f"data.root={kws}", "data.options.words=no", "data.options.eval_splits=test",
+                                        "data.options.silence_share=0"]).data
     with pytest.warns(UserWarning, match="missing"):
         b = build_data(cfg, batch_size=4, seed=0, device=torch.device("cpu"))
     assert list(b.evals) == ["test"] and b.info["words"] == ["no"]

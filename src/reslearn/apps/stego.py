@@ -35,8 +35,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.source import InMemorySource
-from ..engine.task import ClassificationTask
 from ..errors import ReslearnError
+from ..tasks import ClassificationTask
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -478,7 +478,7 @@ def load_covers(source: str, *, root: str = "", size: int = 0, limit: int = 0, c
             :func:`reslearn.apps.faces.utkface_cache_dir`).
     """
     from ..config import DataConfig
-    from ..engine.data import default_data_roots, resolve_root
+    from ..data.bundle import default_data_roots, resolve_root
 
     if not isinstance(limit, int) or limit < 0 or not isinstance(size, int) or size < 0:
         raise ValueError(f"limit and size must be integers >= 0; got limit={limit!r} size={size!r}")
@@ -555,7 +555,7 @@ def build_bundle(
 
     ``data.augment: standard`` applies :func:`pair_dihedral` to training pairs; ``none`` does not.
     """
-    from ..engine.data import DataBundle
+    from ..data.bundle import DataBundle
     from .common import check_fractions
 
     check_fractions(test_fraction, val_fraction)

@@ -4,15 +4,14 @@ folders decoded once) with augmentation on the training device, and the ImageFol
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import torch
 
 from ..config import DataConfig
-from ..data.source import BatchSource, InMemorySource, ShardedOrder
+from ..data.bundle import DataBundle, default_data_roots, resolve_root
+from ..data.source import InMemorySource, ShardedOrder
 from ..errors import ReslearnError
 
 __all__ = ["DataBundle", "build_data", "default_data_roots", "resolve_root", "IN_MEMORY"]
@@ -27,48 +26,6 @@ APP_DATA = {
     "utkface": "reslearn.apps.faces:build_bundle",
 }
 KNOWN = IN_MEMORY + ("imagefolder",) + tuple(APP_DATA)
-
-
-@dataclass
-class DataBundle:
-    train: BatchSource
-    evals: dict[str, BatchSource]  # "val" (held out from train, if any) and "test"
-    num_classes: int
-    in_chans: int
-    image_size: tuple[int, int]
-    classes: list[str]
-    normalizer_state: dict[str, torch.Tensor] = field(default_factory=dict)
-    train_size: int = 0
-    info: dict[str, Any] = field(default_factory=dict)
-    task: Any = None  # a Task; None = classification
-
-
-def default_data_roots() -> list[Path]:
-    """Where data is looked for when ``data.root`` is empty, in order."""
-    roots = []
-    if os.environ.get("RESLEARN_DATA_DIR"):
-        roots.append(Path(os.environ["RESLEARN_DATA_DIR"]))
-    roots += [Path.cwd() / ".data", Path.home() / ".cache" / "reslearn", Path.home() / "data"]
-    return roots
-
-
-_MARKERS = {
-    "cifar10": "cifar-10-batches-py",
-    "cifar100": "cifar-100-python",
-}
-
-
-def resolve_root(cfg: DataConfig) -> Path | None:
-    """The folder to read ``cfg.name`` from (``None`` lets IDX loaders find Debian's copy)."""
-    if cfg.root:
-        return Path(cfg.root).expanduser()
-    marker = _MARKERS.get(cfg.name)
-    if marker:
-        for r in default_data_roots():
-            if (r / marker).is_dir():
-                return r
-        return default_data_roots()[0] if cfg.download else None
-    return None
 
 
 def _load_arrays(cfg: DataConfig, *, classes: list[str] | None = None):
@@ -236,16 +193,6 @@ class LoaderSource:
             yield x, y.to(self.device, non_blocking=True)
 
 
-def folder_normalizer():
-    """The input normalisation of the ImageFolder path as a ``Normalizer``: x/255 minus the
-    per-channel ImageNet mean, no division (``transforms.imagenet_eval_transform``'s defaults).
-    Checkpoints record it, so ``predict`` preprocesses as ``eval`` does."""
-    from ..data.augment import Normalizer
-    from ..data.transforms import IMAGENET_MEAN
-
-    return Normalizer(mean=torch.tensor(IMAGENET_MEAN).view(3, 1, 1), std=torch.ones(3, 1, 1))
-
-
 def _build_folder(cfg: DataConfig, *, batch_size, seed, device, rank, world_size, accum_steps,
                   channels_last) -> DataBundle:
     from ..data import transforms
@@ -278,5 +225,5 @@ def _build_folder(cfg: DataConfig, *, batch_size, seed, device, rank, world_size
     classes = list(tr.classes)  # type: ignore[attr-defined]
     return DataBundle(train=train_src, evals={"test": test_src}, num_classes=len(classes), in_chans=3,
                       image_size=(crop, crop), classes=classes, train_size=len(tr),
-                      normalizer_state=folder_normalizer().state_dict(),
+                      normalizer_state=transforms.imagenet_normalizer().state_dict(),
                       info={"name": "imagefolder", "train": len(tr), "test": len(te)})

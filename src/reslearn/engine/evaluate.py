@@ -13,9 +13,9 @@ from ..checkpoint import load_model, tensors_from_json
 from ..config import DataConfig, config_from_dict
 from ..data.source import InMemorySource
 from ..errors import ReslearnError
-from .data import APP_DATA, IN_MEMORY, _load_arrays, folder_normalizer, subset_index
+from ..tasks import ClassificationTask, topk_wrong
+from .data import APP_DATA, IN_MEMORY, _load_arrays, subset_index
 from .device import select_device
-from .task import ClassificationTask, topk_wrong
 
 __all__ = ["evaluate_checkpoint", "ensemble_checkpoints", "collect_probs", "errors_from_probs", "predict_images",
            "image_inputs", "real_inputs", "eval_split"]
@@ -31,7 +31,9 @@ def _normalizer(doc: dict[str, Any], device):
     if doc.get("normalizer"):
         return Normalizer.from_state_dict(tensors_from_json(doc["normalizer"])).to(device)
     if _data_name(doc) == "imagefolder":  # checkpoints written before the trainer recorded it
-        return folder_normalizer().to(device)
+        from ..data.transforms import imagenet_normalizer
+
+        return imagenet_normalizer().to(device)
     raise ReslearnError("the checkpoint carries no input normaliser statistics")
 
 

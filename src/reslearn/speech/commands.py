@@ -24,14 +24,9 @@ replays them exactly.
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
-import shutil
-import tarfile
-import warnings
 import tempfile
-import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -40,10 +35,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..data.download import extract_tar, fetch
 from ..data.source import batch_generator
-from ..engine.task import ClassificationTask
 from ..errors import ReslearnError
 from ..models.base import check_choice
+from ..tasks import ClassificationTask
 from .audio import fit_length, read_wav
 from .batching import ShardedOrder, sharding_for
 from .features import MFCC, compute_in_chunks, frame_count
@@ -414,7 +410,7 @@ def find_speech_commands(root: str | Path = "") -> Path:
     one of ``DEFAULT_FOLDERS`` under the default data roots (Google's copy before the Arabic)."""
     if root:
         return Path(root).expanduser()
-    from ..engine.data import default_data_roots
+    from ..data.bundle import default_data_roots
 
     roots = default_data_roots()
     for folder in (r / name for r in roots for name in DEFAULT_FOLDERS):
@@ -539,7 +535,7 @@ def build_bundle(
     ``data.augment: none`` turns the time shift and noise off (and caches the training MFCC).
     ``eval_splits``: the splits evaluated during training (e.g. ``[test]`` to save time).
     """
-    from ..engine.data import DataBundle
+    from ..data.bundle import DataBundle
 
     if not eval_splits or not set(eval_splits) <= {"val", "test"}:
         raise ValueError(f"eval_splits must name val and/or test; got {list(eval_splits)!r}")
@@ -592,25 +588,6 @@ class KWSTask(ClassificationTask):
         return torch.cat(probs), torch.cat(labels)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _safe_extract(tar: tarfile.TarFile, dest: Path) -> None:
-    if hasattr(tarfile, "data_filter"):  # Python 3.12, and 3.10.12 / 3.11.4 backports
-        tar.extractall(dest, filter="data")
-        return
-    for member in tar.getmembers():
-        target = (dest / member.name).resolve()
-        if not target.is_relative_to(dest.resolve()) or member.issym() or member.islnk():
-            raise ReslearnError(f"unsafe path in archive: {member.name}")
-    tar.extractall(dest)
-
-
 def download_speech_commands(
     root: str | Path, *, version: int = 1, url: str | None = None, sha256: str | None = None
 ) -> Path:
@@ -628,25 +605,13 @@ def download_speech_commands(
     url = url or URLS[version]
     expected = sha256 if sha256 is not None else (SHA256[version] if url == URLS[version] else None)
     root.parent.mkdir(parents=True, exist_ok=True)
+
+    def check(folder: Path) -> None:
+        if not (folder / "testing_list.txt").is_file():
+            raise ReslearnError(f"{url} is not a Speech Commands archive (no testing_list.txt)")
+
     with tempfile.TemporaryDirectory(dir=root.parent, prefix=".reslearn-gsc-") as tmp:
         archive = Path(tmp) / "archive.tar.gz"
-        try:
-            with urllib.request.urlopen(url) as response, open(archive, "wb") as out:
-                shutil.copyfileobj(response, out, length=1 << 20)
-        except OSError as e:  # URLError is an OSError
-            raise ReslearnError(f"download of {url} failed: {e}") from None
-        if expected is not None and _sha256(archive) != expected:
-            raise ReslearnError(f"checksum mismatch for {url}: the download is corrupt; try again")
-        staging = Path(tmp) / "unpacked"
-        staging.mkdir()
-        try:
-            with tarfile.open(archive) as tar:
-                _safe_extract(tar, staging)
-        except (tarfile.TarError, OSError) as e:
-            raise ReslearnError(f"cannot unpack {url}: {e}") from None
-        if not (staging / "testing_list.txt").is_file():
-            raise ReslearnError(f"{url} is not a Speech Commands archive (no testing_list.txt)")
-        if root.exists():
-            root.rmdir()
-        os.replace(staging, root)
+        fetch(url, archive, digest=expected, algorithm="sha256")
+        extract_tar(archive, root, check=check)
     return root
