@@ -357,3 +357,24 @@ def test_stego_pairs_of_another_size_or_identical_are_refused(tmp_path):
     cropped = load_cover_folder(covers, size=24)  # a crop of the covers is still checked by file size
     with pytest.raises(ReslearnError, match=r"c1.png is 30x30 but its cover c1.png is 32x32"):
         StegoPairs.from_folder(cropped, stegos)
+
+
+# ------------------------------------------------------------------ one split vocabulary
+
+
+def test_a_field_a_data_set_does_not_read_is_an_error(capsys):
+    from reslearn.data.bundle import DATA_FIELDS
+    from reslearn.engine.data import KNOWN, build_data
+
+    assert set(DATA_FIELDS) == set(KNOWN)  # every data set declares what it reads
+    for name, override, why in [
+        ("imagefolder", "data.val_size=5000", "its val/ folder is the held-out split"),
+        ("stego", "data.train_subset=100", "it reads data.augment, data.options"),
+        ("speech-commands", "data.val_size=10", "it has its own validation split"),
+        ("cifar10", "data.image_size=64", "it reads data.val_size"),
+        ("cifar10", "data.options.size=3", "it reads data.val_size"),
+    ]:
+        cfg = load_config("cifar10_quick", [f"data.name={name}", "data.val_size=0", override]).data
+        with pytest.raises(ReslearnError, match=rf"data\.{override[5:].split('=')[0].split('.')[0]} does not apply "
+                                                rf"to {name}: {why}"):
+            build_data(cfg, batch_size=8, seed=0, device=torch.device("cpu"))

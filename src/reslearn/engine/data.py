@@ -10,7 +10,7 @@ from typing import Callable, Iterator
 import torch
 
 from ..config import DataConfig
-from ..data.bundle import DataBundle, default_data_roots, resolve_root
+from ..data.bundle import DataBundle, check_fields, default_data_roots, resolve_root
 from ..data.source import InMemorySource, ShardedOrder
 from ..errors import ReslearnError
 
@@ -100,6 +100,7 @@ def build_data(
 ) -> DataBundle:
     if cfg.name not in KNOWN:
         raise ReslearnError(f"data.name must be one of {', '.join(KNOWN)}; got {cfg.name!r}")
+    check_fields(cfg)
     if cfg.name in APP_DATA:
         import importlib
         import inspect
@@ -118,8 +119,6 @@ def build_data(
                    for k, v in cfg.options.items()}
         return builder(cfg, batch_size=batch_size, seed=seed, device=device, rank=rank,
                        world_size=world_size, accum_steps=accum_steps, **options)
-    if cfg.options:
-        raise ReslearnError(f"data.options are for application data sets ({', '.join(APP_DATA)}), not {cfg.name}")
     if cfg.name == "imagefolder":
         return _build_folder(cfg, batch_size=batch_size, seed=seed, device=device, rank=rank,
                              world_size=world_size, accum_steps=accum_steps,
