@@ -152,13 +152,33 @@ def test_predict_works_on_imagefolder_checkpoints_as_eval_preprocesses(folders, 
     assert torch.allclose(image_inputs(doc, [ds.samples[i][0]])[0], ds[i][0], atol=1e-5)
 
 
-def test_predict_refuses_a_checkpoint_that_is_not_an_image_classifier(folders, tmp_path, capsys):
+def _rewrite(src: Path, dest: Path, **changes) -> dict:
+    """``src`` with its JSON document changed (the tensors, and their checksum, unchanged)."""
     from reslearn.checkpoint import load_tensors, save_tensors
 
-    tensors, doc = load_tensors(folders["loader"])
-    doc = {k: v for k, v in doc.items() if k not in ("format", "version", "sha256")}
-    doc["data"], doc["config"]["data"]["name"] = "speech-commands", "speech-commands"
-    save_tensors(tmp_path / "kws.safetensors", tensors, doc)
+    tensors, doc = load_tensors(src)
+    doc = {k: v for k, v in doc.items() if k not in ("format", "version", "sha256")} | changes
+    save_tensors(dest, tensors, doc)
+    return doc
+
+
+def test_predict_on_imagefolder_checkpoints_written_before_the_normaliser_was_recorded(folders, tmp_path, capsys):
+    img = folders["root"] / "val" / "bird" / "0000.jpg"
+    _rewrite(folders["loader"], tmp_path / "old.safetensors", normalizer={})
+    outs = []
+    for ckpt in (folders["loader"], tmp_path / "old.safetensors"):
+        rc, out, err = cli(capsys, "predict", ckpt, img, "--json")
+        assert rc == 0, err
+        outs.append(json.loads(out)[0]["top"])
+    assert outs[0] == outs[1]
+
+
+def test_predict_refuses_a_checkpoint_that_is_not_an_image_classifier(folders, tmp_path, capsys):
+    from reslearn.checkpoint import load_tensors
+
+    config = load_tensors(folders["loader"])[1]["config"]
+    config["data"]["name"] = "speech-commands"
+    _rewrite(folders["loader"], tmp_path / "kws.safetensors", data="speech-commands", config=config)
     for cmd in ("predict", "eval"):
         args = [tmp_path / "kws.safetensors"] + ([_one_image()] if cmd == "predict" else [])
         rc, _, err = cli(capsys, cmd, *args)
