@@ -150,6 +150,11 @@ def test_predict_works_on_imagefolder_checkpoints_as_eval_preprocesses(folders, 
     _, ds = eval_split(doc, transform=transforms.imagenet_eval_transform(crop=32, resize=round(32 * 256 / 224)))
     i = next(k for k, (p, _) in enumerate(ds.samples) if p.name == "0000.jpg" and p.parent.name == "bird")
     assert torch.allclose(image_inputs(doc, [ds.samples[i][0]])[0], ds[i][0], atol=1e-5)
+    from reslearn.export import _preprocessing  # the export sidecar states the same preprocessing
+
+    pre = _preprocessing(doc)
+    assert pre["resize_shorter_side"] == 37 and pre["mean"]["data"] == pytest.approx(transforms.IMAGENET_MEAN)
+    assert _preprocessing(load_model(folders["memory"])[1])["resize_shorter_side"] == 32
 
 
 def _rewrite(src: Path, dest: Path, **changes) -> dict:

@@ -18,7 +18,7 @@ from .data import APP_DATA, IN_MEMORY, _load_arrays, subset_index
 from .device import select_device
 
 __all__ = ["evaluate_checkpoint", "ensemble_checkpoints", "collect_probs", "errors_from_probs", "predict_images",
-           "image_inputs", "real_inputs", "eval_split"]
+           "image_inputs", "real_inputs", "eval_split", "eval_resize"]
 
 
 def _data_name(doc: dict[str, Any]) -> str:
@@ -209,9 +209,14 @@ def _read_image(path: str | Path, doc: dict[str, Any]) -> torch.Tensor:
     from ..data.folder import read_image_file
 
     img = read_image_file(path, channels=1 if doc["in_chans"] == 1 else 3)
-    h, w = doc["image_size"]
-    side = round(min(h, w) * 256 / 224) if _data_name(doc) == "imagefolder" else min(h, w)
-    return TF.center_crop(TF.resize(img, [side], antialias=True), [h, w])
+    return TF.center_crop(TF.resize(img, [eval_resize(doc)], antialias=True), list(doc["image_size"]))
+
+
+def eval_resize(doc: dict[str, Any]) -> int:
+    """The shorter side a checkpoint's test images are resized to before the centre crop: 256/224
+    of the crop for the ImageFolder path (``imagenet_eval_transform``), else the training size."""
+    side = min(doc["image_size"])
+    return round(side * 256 / 224) if _data_name(doc) == "imagefolder" else side
 
 
 def image_inputs(doc: dict[str, Any], images: Sequence[str | Path], *, device: str = "cpu") -> torch.Tensor:
