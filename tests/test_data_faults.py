@@ -403,3 +403,14 @@ def test_a_field_a_data_set_does_not_read_is_an_error(capsys):
         with pytest.raises(ReslearnError, match=rf"data\.{override[5:].split('=')[0].split('.')[0]} does not apply "
                                                 rf"to {name}: {why}"):
             build_data(cfg, batch_size=8, seed=0, device=torch.device("cpu"))
+
+
+def test_reslearn_data_lists_what_each_data_set_reads(capsys):
+    rc, out, _ = cli(capsys, "data", "stego")
+    keys = [ln.split()[0] for ln in out.splitlines()]
+    assert rc == 0 and keys[:3] == ["data.root", "data.split_seed", "data.augment"]
+    assert "data.options.cover_source" in keys and "data.val_size" not in keys
+    rc, out, _ = cli(capsys, "data", "imagefolder")
+    assert "data.shared_classes" in out and "data.val_size" not in out and "data.normalize" not in out
+    rc, _, err = cli(capsys, "data", "imagenet")
+    assert rc == 2 and err.count("\n") == 1 and "no data set 'imagenet'; known: cifar10" in err

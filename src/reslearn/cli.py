@@ -154,6 +154,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 @subcommand
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="list the data sets, or the settings one reads",
+                       description="Without NAME: the data sets (data.name). With NAME: the settings it reads, "
+                       "as typed on the command line, with their types and defaults; any other data.* setting "
+                       "is an error for it.")
+    p.add_argument("name", nargs="?")
+    p.set_defaults(func=_cmd_data)
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from .engine.data import KNOWN, describe_data
+
+    if not args.name:
+        print("\n".join(KNOWN))
+        return 0
+    for key, tp, default in describe_data(args.name):
+        print(f"{key:<32} {tp:<28} {default}")
+    return 0
+
+
+@subcommand
 def _add_recipes(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("recipes", help="list the packaged training recipes")
     p.set_defaults(func=_cmd_recipes)

@@ -10,11 +10,11 @@ from typing import Callable, Iterator
 import torch
 
 from ..config import DataConfig
-from ..data.bundle import DataBundle, check_fields, default_data_roots, resolve_root
+from ..data.bundle import DATA_FIELDS, DataBundle, check_fields, default_data_roots, resolve_root
 from ..data.source import InMemorySource, ShardedOrder
 from ..errors import ReslearnError
 
-__all__ = ["DataBundle", "build_data", "default_data_roots", "resolve_root", "IN_MEMORY"]
+__all__ = ["DataBundle", "build_data", "default_data_roots", "resolve_root", "IN_MEMORY", "describe_data"]
 
 IN_MEMORY = ("cifar10", "cifar100", "fashion-mnist", "mnist", "imagefolder-memory")
 # Application data sets: name -> "module:function" building a DataBundle (with its own task) from
@@ -63,6 +63,35 @@ def _load_arrays(cfg: DataConfig, *, classes: list[str] | None = None):
     return tr, te
 
 
+def _app_builder(name: str):
+    """An application data set's builder and its options (the keyword parameters after the
+    engine's own), imported lazily."""
+    import importlib
+    import inspect
+
+    module, func = APP_DATA[name].split(":")
+    builder = getattr(importlib.import_module(module), func)
+    params = {k: p for k, p in inspect.signature(builder).parameters.items() if k not in (
+        "cfg", "batch_size", "seed", "device", "rank", "world_size", "accum_steps")}
+    return builder, params
+
+
+def describe_data(name: str) -> list[tuple[str, str, str]]:
+    """The settings data set ``name`` reads, as ``(key as typed on the command line, type,
+    default)``: its ``DataConfig`` fields (:data:`reslearn.data.bundle.DATA_FIELDS`) and, for
+    an application data set, its builder's options. ``reslearn data NAME`` prints them."""
+    import typing
+
+    if name not in KNOWN:
+        raise ReslearnError(f"no data set {name!r}; known: {', '.join(KNOWN)}")
+    types, default = typing.get_type_hints(DataConfig), DataConfig()
+    rows = [(f"data.{k}", getattr(types[k], "__name__", str(types[k])), repr(getattr(default, k)))
+            for k in ("root", "split_seed", *DATA_FIELDS[name]) if k != "options"]
+    if name in APP_DATA:
+        rows += [(f"data.options.{k}", str(p.annotation), repr(p.default)) for k, p in _app_builder(name)[1].items()]
+    return rows
+
+
 def subset_index(total: int, n: int, cfg: DataConfig) -> torch.Tensor | None:
     """Which ``n`` of ``total`` samples of ``cfg``'s data a subset keeps (None: all), for
     ``data.train_subset`` / ``data.test_subset`` and the ``--limit`` of eval and analyses.
@@ -102,13 +131,7 @@ def build_data(
         raise ReslearnError(f"data.name must be one of {', '.join(KNOWN)}; got {cfg.name!r}")
     check_fields(cfg)
     if cfg.name in APP_DATA:
-        import importlib
-        import inspect
-
-        module, func = APP_DATA[cfg.name].split(":")
-        builder = getattr(importlib.import_module(module), func)
-        params = {k: p for k, p in inspect.signature(builder).parameters.items() if k not in (
-            "cfg", "batch_size", "seed", "device", "rank", "world_size", "accum_steps")}
+        builder, params = _app_builder(cfg.name)
         for key in cfg.options:
             if key not in params:
                 raise ReslearnError(f"unknown option data.options.{key} for {cfg.name}; allowed: {', '.join(params)}")
