@@ -343,6 +343,26 @@ def test_speech_lists_naming_missing_clips_warn_with_counts(kws):
     assert len(val.files) >= 2
 
 
+def test_speech_without_list_files_hint_or_split_by_speaker_hash(kws):
+    from collections import Counter
+
+    from reslearn.speech.commands import load_speech_commands, which_set
+
+    for name in ("validation_list.txt", "testing_list.txt"):
+        (kws / name).unlink()
+    with pytest.raises(ReslearnError, match=r"validation_list.txt is missing \(write it: one clip per line as "
+                                            r"<word>/<file>.wav.*set data.options.split_by_hash=true"):
+        load_speech_commands(kws, split="train", words=("yes",), silence_share=0)
+    train = load_speech_commands(kws, split="train", words=("yes", "no"), silence_share=0, split_by_hash=True)
+    clips = sorted(f"{p.parent.name}/{p.name}" for p in kws.glob("*/*.wav"))
+    want = [r for r in clips if which_set(r) == "train" and r.split("/")[0] in ("yes", "no")]
+    assert 0 < len(want) < len(clips) and sorted(f for f, y in zip(train.files, train.labels) if y >= 2) == want
+    # Google's rule: a speaker's clips share a split; about 10% val, 10% test
+    assert len({which_set(f"{w}/3c4d_nohash_{i}.wav") for w in ("yes", "no") for i in range(5)}) == 1
+    share = Counter(which_set(f"x/{i:08x}_nohash_0.wav") for i in range(3000))
+    assert 240 < share["val"] < 360 and 240 < share["test"] < 360
+
+
 def test_speech_hints_name_the_key_as_typed_and_lists_take_a_bare_string(kws, capsys):
     from reslearn.engine.data import build_data
 

@@ -24,7 +24,9 @@ replays them exactly.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -50,6 +52,7 @@ __all__ = [
     "SILENCE",
     "UNKNOWN",
     "SPLITS",
+    "which_set",
     "URLS",
     "KWSSplit",
     "KWSAugment",
@@ -132,10 +135,26 @@ def _read_list(root: Path, name: str) -> set[str]:
     if not path.is_file():
         raise ReslearnError(
             f"{root} is not a Speech Commands folder: {name} is missing (write it: one clip per line as "
-            f"<word>/<file>.wav, the clips held out of training; or download the data set with "
+            f"<word>/<file>.wav, the clips held out of training; or set data.options.split_by_hash=true to "
+            f"split by speaker as Google's which_set does; or download the data set with "
             f"reslearn.speech.commands.download_speech_commands)"
         )
     return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+
+
+_MAX_PER_CLASS = 2**27 - 1  # ~134M; Google's MAX_NUM_WAVS_PER_CLASS
+
+
+def which_set(rel: str, *, val_percent: float = 10.0, test_percent: float = 10.0) -> str:
+    """"train", "val" or "test" for clip ``rel`` by Google's rule for Speech Commands
+    (tensorflow/examples/speech_commands/input_data.py, ``which_set``): the SHA-1 of the file name
+    less its ``_nohash_*`` suffix (the speaker), as a percentage; so all clips of a speaker land
+    in one split, and a split stays put as clips are added. The data set's list files were made
+    this way."""
+    speaker = re.sub(r"_nohash_.*$", "", Path(rel).name)
+    digest = int(hashlib.sha1(speaker.encode()).hexdigest(), 16)
+    percent = (digest % (_MAX_PER_CLASS + 1)) * (100.0 / _MAX_PER_CLASS)
+    return "val" if percent < val_percent else "test" if percent < val_percent + test_percent else "train"
 
 
 def _warn_missing(root: Path, listed: set[str]) -> None:
@@ -170,6 +189,7 @@ def load_speech_commands(
     silence_share: float = 0.1,
     unknown_share: float = 0.1,
     seed: int = 0,
+    split_by_hash: bool = False,
 ) -> KWSSplit:
     """Load ``split`` ("train", "val", "test") of the keyword task from a Speech Commands folder.
 
@@ -179,6 +199,8 @@ def load_speech_commands(
             folders supply "unknown".
         silence_share / unknown_share: silence and unknown clips per keyword clip of the split.
         seed: draws the unknown clips and the silence cuts (with the split).
+        split_by_hash: assign clips to splits by :func:`which_set` (10% val, 10% test, by
+            speaker) instead of the list files, for a folder that has none.
     """
     check_choice("split", split, SPLITS)
     for name, share in (("silence_share", silence_share), ("unknown_share", unknown_share)):
@@ -190,8 +212,9 @@ def load_speech_commands(
     root = Path(root).expanduser()
     if not root.is_dir():
         raise ReslearnError(f"Speech Commands folder {root} does not exist")
-    val, test = _read_list(root, "validation_list.txt"), _read_list(root, "testing_list.txt")
-    _warn_missing(root, val | test)
+    if not split_by_hash:
+        val, test = _read_list(root, "validation_list.txt"), _read_list(root, "testing_list.txt")
+        _warn_missing(root, val | test)
     available = _word_folders(root)
     missing = [w for w in words if w not in available]
     if missing:
@@ -201,6 +224,8 @@ def load_speech_commands(
         )
 
     def in_split(rel: str) -> bool:
+        if split_by_hash:
+            return which_set(rel) == split
         tag = "val" if rel in val else "test" if rel in test else "train"
         return tag == split
 
@@ -456,6 +481,7 @@ def kws_sources(
     time_shift_ms: float = 100.0,
     noise_prob: float = 0.8,
     noise_volume: float = 0.1,
+    split_by_hash: bool = False,
     device: torch.device | str = "cpu",
     rank: int = 0,
     world_size: int = 1,
@@ -471,7 +497,7 @@ def kws_sources(
         train = split == "train"
         data = load_speech_commands(
             root, split=split, words=words, silence_share=silence_share,
-            unknown_share=unknown_share, seed=split_seed,
+            unknown_share=unknown_share, seed=split_seed, split_by_hash=split_by_hash,
         )
         data = _random_subset(data, train_subset if train else eval_subset, split_seed)
         out[split] = KWSSource(
@@ -526,6 +552,7 @@ def build_bundle(
     noise_volume: float = 0.1,
     eval_batch_size: int = 256,
     eval_splits: Sequence[str] = ("val", "test"),
+    split_by_hash: bool = False,
 ):
     """The engine's ``DataBundle`` for ``data.name: speech-commands`` (``engine.data.APP_DATA``).
 
@@ -534,6 +561,7 @@ def build_bundle(
     ``data.train_subset`` / ``data.test_subset`` (val and test) take random subsets;
     ``data.augment: none`` turns the time shift and noise off (and caches the training MFCC).
     ``eval_splits``: the splits evaluated during training (e.g. ``[test]`` to save time).
+    ``split_by_hash``: splits by :func:`which_set` instead of the list files.
     """
     from ..data.bundle import DataBundle
 
@@ -542,7 +570,7 @@ def build_bundle(
     opts = source_options(
         cfg, words=words, silence_share=silence_share, unknown_share=unknown_share,
         time_shift_ms=time_shift_ms, noise_prob=noise_prob, noise_volume=noise_volume,
-        eval_batch_size=eval_batch_size,
+        eval_batch_size=eval_batch_size, split_by_hash=split_by_hash,
     )
     srcs = kws_sources(
         batch_size=batch_size, splits=("train", *eval_splits), seed=seed, device=device,
