@@ -138,11 +138,12 @@ def _image_files(root: Path) -> list[Path]:
 
 
 def _read_gray(path: Path) -> np.ndarray:
-    from PIL import Image
+    """8-bit grayscale by the decoder training and predict use (16-bit scaled, Pillow's pixel
+    limit; :func:`reslearn.data.folder.decode_image`), ``convert("L")`` for colour."""
+    from ..data.folder import decode_image
 
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("L"))
+        return decode_image(path, channels=1)[0].numpy()
     except OSError as e:
         raise ReslearnError(f"cannot read image {path}: {e}") from None
 
