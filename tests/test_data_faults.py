@@ -408,10 +408,13 @@ def test_stego_pairs_of_another_size_or_identical_are_refused(tmp_path):
 
 
 def test_a_field_a_data_set_does_not_read_is_an_error(capsys):
-    from reslearn.data.bundle import DATA_FIELDS
-    from reslearn.engine.data import KNOWN, build_data
+    from reslearn.data.datasets import DATA_SETS, DataSetSpec, register
+    from reslearn.engine.data import IN_MEMORY, KNOWN, build_data
 
-    assert set(DATA_FIELDS) == set(KNOWN)  # every data set declares what it reads
+    assert KNOWN == tuple(DATA_SETS) and set(IN_MEMORY) == {"cifar10", "cifar100", "fashion-mnist", "mnist",
+                                                            "imagefolder-memory"}
+    with pytest.raises(ValueError, match="reads unknown DataConfig fields .'val_fraction'."):
+        register(DataSetSpec("mine", ("val_fraction",)))
     for name, override, why in [
         ("imagefolder", "data.val_size=5000", "its val/ folder is the held-out split"),
         ("stego", "data.train_subset=100", "it reads data.augment, data.options"),

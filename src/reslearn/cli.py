@@ -164,12 +164,12 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from .engine.data import KNOWN, describe_data
+    from .data.datasets import DATA_SETS, describe
 
     if not args.name:
-        print("\n".join(KNOWN))
+        print("\n".join(f"{n:<20} {s.kind}" for n, s in DATA_SETS.items()))
         return 0
-    for key, tp, default in describe_data(args.name):
+    for key, tp, default in describe(args.name):
         print(f"{key:<32} {tp:<28} {default}")
     return 0
 

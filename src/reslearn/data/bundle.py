@@ -4,7 +4,6 @@ engine, kept here so that they need not import the engine."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,35 +12,9 @@ from typing import Any
 import torch
 
 from ..config import DataConfig
-from ..errors import ReslearnError
 from .source import BatchSource
 
-__all__ = ["DataBundle", "default_data_roots", "resolve_root", "DATA_FIELDS", "check_fields"]
-
-# The DataConfig fields each data set reads, beyond name, root and split_seed, which all read.
-# A field set away from its default for a data set that does not read it is an error, not ignored.
-_SPLITS = ("val_size", "train_subset", "test_subset")
-_IN_MEMORY = (*_SPLITS, "augment", "normalize")
-_FOLDER = ("image_size", "workers", "on_bad_file", "shared_classes")
-DATA_FIELDS: dict[str, tuple[str, ...]] = {
-    "cifar10": (*_IN_MEMORY, "download"),
-    "cifar100": (*_IN_MEMORY, "download"),
-    "mnist": _IN_MEMORY,
-    "fashion-mnist": _IN_MEMORY,
-    "imagefolder-memory": (*_IN_MEMORY, *_FOLDER),
-    "imagefolder": ("train_subset", "test_subset", "augment", *_FOLDER),
-    "speech-commands": ("train_subset", "test_subset", "augment", "options"),
-    "digit-strings": ("options",),
-    "stego": ("augment", "options"),
-    "utkface": ("augment", "options"),
-}
-_WHY = {
-    ("imagefolder", "val_size"): "its val/ folder is the held-out split (data.name=imagefolder-memory holds "
-                                 "out part of train/)",
-    ("imagefolder", "normalize"): "it subtracts the ImageNet per-channel mean",
-    ("speech-commands", "val_size"): "it has its own validation split (validation_list.txt); leave data.val_size at 0",
-}
-
+__all__ = ["DataBundle", "default_data_roots", "resolve_root"]
 
 @dataclass
 class DataBundle:
@@ -88,15 +61,3 @@ def resolve_root(cfg: DataConfig) -> Path | None:
         return default_data_roots()[0] if cfg.download else None
     return None
 
-
-def check_fields(cfg: DataConfig) -> None:
-    """Refuse, naming the data set, a field of ``cfg`` that its data set does not read
-    (:data:`DATA_FIELDS`) set away from its default: it would be silently ignored."""
-    default = DataConfig()
-    reads = DATA_FIELDS.get(cfg.name, ())
-    for f in dataclasses.fields(DataConfig):
-        if f.name in ("name", "root", "split_seed") or f.name in reads:
-            continue
-        if getattr(cfg, f.name) != getattr(default, f.name):
-            why = _WHY.get((cfg.name, f.name)) or f"it reads {', '.join(f'data.{k}' for k in reads) or 'no other field'}"
-            raise ReslearnError(f"data.{f.name} does not apply to {cfg.name}: {why}")

@@ -32,7 +32,7 @@ _SPLIT_ALIASES = {"val": ("val", "test"), "test": ("val", "test")}
 # Tiny-ImageNet's own val layout: val/images/*.JPEG with labels in val_annotations.txt
 # (file<TAB>wnid<TAB>box); its test/ has images/ alone (no labels).
 _ANNOTATIONS, _FLAT = "val_annotations.txt", "images"
-_SHARED_HINT = "pass --shared-classes (eval) or data.shared_classes=true (train) to use the shared classes only"
+_SHARED_HINT = "pass --shared-classes (eval, ensemble) or data.shared_classes=true (train) to use the shared classes only"
 # File signatures of the two formats nearly every image set uses, and how each file must end
 # (JPEG: the EOI marker, ITU-T T.81 B.1.1.3; PNG: the IEND chunk, PNG spec 11.2.5). A truncated
 # download fails the end check; a text or HTML file saved as .jpg fails the signature.

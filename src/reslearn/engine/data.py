@@ -4,92 +4,28 @@ folders decoded once) with augmentation on the training device, and the ImageFol
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 
 from ..config import DataConfig
-from ..data.bundle import DATA_FIELDS, DataBundle, check_fields, default_data_roots, resolve_root
+from ..data.bundle import DataBundle, default_data_roots, resolve_root
+from ..data.datasets import DATA_SETS, app_builder, check_fields, data_set
 from ..data.source import InMemorySource, ShardedOrder
 from ..errors import ReslearnError
 
-__all__ = ["DataBundle", "build_data", "default_data_roots", "resolve_root", "IN_MEMORY", "describe_data"]
+__all__ = ["DataBundle", "build_data", "default_data_roots", "resolve_root", "IN_MEMORY"]
 
-IN_MEMORY = ("cifar10", "cifar100", "fashion-mnist", "mnist", "imagefolder-memory")
-# Application data sets: name -> "module:function" building a DataBundle (with its own task) from
-# (cfg, batch_size=, seed=, device=, rank=, world_size=, accum_steps=). Imported lazily.
-APP_DATA = {
-    "speech-commands": "reslearn.speech.commands:build_bundle",
-    "digit-strings": "reslearn.speech.digits:build_bundle",
-    "stego": "reslearn.apps.stego:build_bundle",
-    "utkface": "reslearn.apps.faces:build_bundle",
-}
-KNOWN = IN_MEMORY + ("imagefolder",) + tuple(APP_DATA)
+# What the engine knows of the data sets comes from their declarations (reslearn.data.datasets).
+IN_MEMORY = tuple(n for n, s in DATA_SETS.items() if s.kind == "memory")
+APP_DATA = {n: s.builder for n, s in DATA_SETS.items() if s.kind == "application"}
+KNOWN = tuple(DATA_SETS)
 
 
 def _load_arrays(cfg: DataConfig, *, classes: list[str] | None = None):
     """(train, test) of an in-memory data set; an image folder's test split is labelled by the
     positions of ``classes`` (default: the training folder's), matched by name."""
-    from ..data import cifar, folder, idx
-
-    if cfg.name in ("cifar10", "cifar100"):
-        root = resolve_root(cfg)
-        if root is None:
-            where = ", ".join(str(r) for r in default_data_roots())
-            raise ReslearnError(
-                f"{cfg.name} not found in {where}; set data.root=DIR or data.download=true"
-            )
-        tr = cifar.load_cifar(root, name=cfg.name, train=True, download=cfg.download)
-        te = cifar.load_cifar(root, name=cfg.name, train=False, download=False)
-    elif cfg.name in ("fashion-mnist", "mnist"):
-        root = Path(cfg.root).expanduser() if cfg.root else None
-        tr = idx.load_idx(root, name=cfg.name, train=True)
-        te = idx.load_idx(root, name=cfg.name, train=False)
-    else:  # imagefolder-memory
-        if not cfg.root:
-            raise ReslearnError("data.root must name the image folder (with train/ and val/ or test/)")
-        size = cfg.image_size or None
-        cache = Path(cfg.root).expanduser() / ".reslearn-cache"
-        kw = dict(size=size, on_error=cfg.on_bad_file, workers=max(cfg.workers, 1))
-        try:
-            cache.mkdir(exist_ok=True)
-            kw["cache_dir"] = cache
-        except OSError:  # read-only data folder: decode without a cache
-            pass
-        tr = folder.load_image_folder_arrays(cfg.root, split="train", **kw)
-        te = folder.load_image_folder_arrays(cfg.root, split="val", classes=classes or tr.classes,
-                                             shared_classes=cfg.shared_classes, **kw)
-    return tr, te
-
-
-def _app_builder(name: str):
-    """An application data set's builder and its options (the keyword parameters after the
-    engine's own), imported lazily."""
-    import importlib
-    import inspect
-
-    module, func = APP_DATA[name].split(":")
-    builder = getattr(importlib.import_module(module), func)
-    params = {k: p for k, p in inspect.signature(builder).parameters.items() if k not in (
-        "cfg", "batch_size", "seed", "device", "rank", "world_size", "accum_steps")}
-    return builder, params
-
-
-def describe_data(name: str) -> list[tuple[str, str, str]]:
-    """The settings data set ``name`` reads, as ``(key as typed on the command line, type,
-    default)``: its ``DataConfig`` fields (:data:`reslearn.data.bundle.DATA_FIELDS`) and, for
-    an application data set, its builder's options. ``reslearn data NAME`` prints them."""
-    import typing
-
-    if name not in KNOWN:
-        raise ReslearnError(f"no data set {name!r}; known: {', '.join(KNOWN)}")
-    types, default = typing.get_type_hints(DataConfig), DataConfig()
-    rows = [(f"data.{k}", getattr(types[k], "__name__", str(types[k])), repr(getattr(default, k)))
-            for k in ("root", "split_seed", *DATA_FIELDS[name]) if k != "options"]
-    if name in APP_DATA:
-        rows += [(f"data.options.{k}", str(p.annotation), repr(p.default)) for k, p in _app_builder(name)[1].items()]
-    return rows
+    return data_set(cfg.name).load(cfg, classes)
 
 
 def subset_index(total: int, n: int, cfg: DataConfig) -> torch.Tensor | None:
@@ -127,11 +63,9 @@ def build_data(
     accum_steps: int = 1,
     channels_last: bool = False,
 ) -> DataBundle:
-    if cfg.name not in KNOWN:
-        raise ReslearnError(f"data.name must be one of {', '.join(KNOWN)}; got {cfg.name!r}")
-    check_fields(cfg)
+    check_fields(cfg)  # and that cfg.name is a data set
     if cfg.name in APP_DATA:
-        builder, params = _app_builder(cfg.name)
+        builder, params = app_builder(cfg.name)
         for key in cfg.options:
             if key not in params:
                 raise ReslearnError(f"unknown option data.options.{key} for {cfg.name}; allowed: {', '.join(params)}")
@@ -159,9 +93,9 @@ def build_data(
     normalizer = Normalizer.fit(train.images, mode=cfg.normalize).to(device)
     augment: Callable | None = None
     if cfg.augment == "standard":
-        # He et al. 2016 Sec. 4.2 (CIFAR): pad 4, random crop, horizontal flip. For 28x28 digits
-        # and clothes we pad and crop too but never flip (it would change some classes' meaning).
-        flip = cfg.name not in ("fashion-mnist", "mnist")
+        # He et al. 2016 Sec. 4.2 (CIFAR): pad 4, random crop, horizontal flip (where the data
+        # set's declaration allows flipping).
+        flip = data_set(cfg.name).flip
         augment = lambda x, g: random_crop_flip(x, g, padding=4, flip=flip)  # noqa: E731
     common = dict(normalize=normalizer, device=device, channels_last=channels_last)
     train_src = InMemorySource(
