@@ -456,10 +456,15 @@ def test_scan_skip_and_raise(jpeg_subset):
     assert "\n" not in str(e.value)
     with pytest.raises(ValueError, match="on_error"):
         scan_image_folder(root, split="train", on_error="ignore")
-    # "val" finds the "test" folder; the training classes keep labels aligned
-    val, vcls, vskip = scan_image_folder(root, split="val", classes=["airplane", "automobile", "bird", "cat"])
-    assert len(val) == 30 and vskip == [] and vcls[3] == "cat"
-    with pytest.raises(ReslearnError, match="bird: class folder not among"):
+    # "val" finds the "test" folder; labels are the training classes' positions, matched by name;
+    # a missing class is an error, or with shared_classes a warning
+    with pytest.raises(ReslearnError, match="lacks 1 of the 4 training classes .first: cat."):
+        scan_image_folder(root, split="val", classes=["airplane", "automobile", "bird", "cat"])
+    with pytest.warns(UserWarning, match="using only the 3 of the 4 training classes"):
+        val, vcls, vskip = scan_image_folder(root, split="val", classes=["cat", "airplane", "automobile", "bird"],
+                                             shared_classes=True)
+    assert len(val) == 30 and vskip == [] and vcls[0] == "cat" and {lab for _, lab in val} == {1, 2, 3}
+    with pytest.raises(ReslearnError, match="has 1 class.es. the training set has not .first: bird."):
         scan_image_folder(root, split="val", classes=["airplane", "automobile"])
     with pytest.raises(ReslearnError, match="valid"):
         scan_image_folder(root, split="valid")

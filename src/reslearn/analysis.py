@@ -90,8 +90,8 @@ def analyze_responses(paths: Sequence[str | Path], *, root: str | None = None, l
     """Response stds of each checkpoint's model over its test set; writes the Fig. 7 plot."""
     from .checkpoint import load_model
     from .data.source import InMemorySource
-    from .engine.data import IN_MEMORY, _load_arrays, subset_index
-    from .engine.evaluate import _data_cfg, _normalizer
+    from .engine.data import IN_MEMORY
+    from .engine.evaluate import _data_cfg, _normalizer, eval_split
     from .errors import ReslearnError
 
     curves, table = {}, {}
@@ -100,10 +100,7 @@ def analyze_responses(paths: Sequence[str | Path], *, root: str | None = None, l
         cfg = _data_cfg(doc, root=root, dataset=None)
         if cfg.name not in IN_MEMORY:
             raise ReslearnError("response analysis reads in-memory data sets (CIFAR, MNIST-like)")
-        _, test = _load_arrays(cfg)
-        index = subset_index(len(test), limit, cfg)
-        if index is not None:
-            test = test.subset(index)
+        _, test = eval_split(doc, split="test", root=root, limit=limit)
         src = InMemorySource(test.images, test.labels, batch_size=500, normalize=_normalizer(doc, device), device=device)
         res = layer_response_std(model, src.iter_epoch(0))
         label = doc["model"] if doc["model"] not in curves else f"{doc['model']} ({Path(p).parent.name})"

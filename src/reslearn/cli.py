@@ -154,6 +154,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 @subcommand
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="list the data sets, or the settings one reads",
+                       description="Without NAME: the data sets (data.name). With NAME: the settings it reads, "
+                       "as typed on the command line, with their types and defaults; any other data.* setting "
+                       "is an error for it.")
+    p.add_argument("name", nargs="?")
+    p.set_defaults(func=_cmd_data)
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from .data.datasets import DATA_SETS, describe
+
+    if not args.name:
+        print("\n".join(f"{n:<20} {s.kind}" for n, s in DATA_SETS.items()))
+        return 0
+    for key, tp, default in describe(args.name):
+        print(f"{key:<32} {tp:<28} {default}")
+    return 0
+
+
+@subcommand
 def _add_recipes(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("recipes", help="list the packaged training recipes")
     p.set_defaults(func=_cmd_recipes)
@@ -166,6 +187,12 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
         head = (RECIPE_DIR / f"{name}.yaml").read_text().splitlines()[0].lstrip("# ")
         print(f"{name:<22} {head}")
     return 0
+
+
+def _add_shared_classes(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shared-classes", action="store_true",
+                   help="evaluate on the classes the data shares with the checkpoint (with a warning saying how "
+                   "many) instead of refusing data whose classes differ; labels are always matched by class name")
 
 
 def _add_no_fast(p: argparse.ArgumentParser) -> None:
@@ -195,6 +222,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=0,
                    help="evaluate only N images (the first N; a fixed random N of an image folder)")
     p.add_argument("--json", action="store_true")
+    _add_shared_classes(p)
     _add_no_fast(p)
     p.set_defaults(func=_cmd_eval)
 
@@ -205,7 +233,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     r = evaluate_checkpoint(args.checkpoint, root=args.data, dataset=args.dataset, split=args.split,
                             ten_crop=args.ten_crop, multi_scale=args.multi_scale or bool(args.scales),
                             scales=args.scales, batch_size=args.batch_size, device=args.device, limit=args.limit,
-                            fast=not args.no_fast)
+                            fast=not args.no_fast, shared_classes=args.shared_classes)
     if args.json:
         print(json.dumps(r, indent=2))
     else:
@@ -464,6 +492,7 @@ def _add_ensemble(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")
+    _add_shared_classes(p)
     p.set_defaults(func=_cmd_ensemble)
 
 
@@ -471,7 +500,8 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
     from .engine.evaluate import ensemble_checkpoints
 
     r = ensemble_checkpoints(args.checkpoints, root=args.data, dataset=args.dataset, split=args.split,
-                             ten_crop=args.ten_crop, limit=args.limit, device=args.device)
+                             ten_crop=args.ten_crop, limit=args.limit, device=args.device,
+                             shared_classes=args.shared_classes)
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
@@ -590,6 +620,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import warnings
 
     warnings.formatwarning = _one_line_warning  # one line per warning, no source excerpt
+    # reslearn.data.folder refuses images over Pillow's pixel limit with an error of its own.
+    warnings.filterwarnings("ignore", message="Image size .* could be decompression bomb")
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)

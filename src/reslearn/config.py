@@ -82,6 +82,9 @@ class DataConfig:
     # as many as this process's CPU cores allow beside training (engine.device.auto_workers).
     workers: int | str = 2
     on_bad_file: str = "skip"  # imagefolder: skip (with a count) | raise
+    # Image folders: val/ may lack some of train/'s classes or have others; evaluate on the
+    # classes both have (with a warning) instead of refusing. Labels are matched by class name.
+    shared_classes: bool = False
     # Keyword arguments of an application data set's builder (speech-commands, digit-strings,
     # stego, utkface); each builder validates its own and names unknown ones.
     options: dict[str, Any] = field(default_factory=dict)

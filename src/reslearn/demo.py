@@ -33,7 +33,7 @@ Say = Callable[[str], None]
 
 
 def _cifar_root() -> Path | None:
-    from .engine.data import resolve_root
+    from .data.bundle import resolve_root
 
     return resolve_root(DataConfig(name="cifar10"))
 
@@ -67,7 +67,7 @@ def _apt_install(say: Say) -> bool:
 
 def _download_cifar(say: Say) -> Path | None:
     from .data.cifar import download_cifar
-    from .engine.data import default_data_roots
+    from .data.bundle import default_data_roots
 
     root = default_data_roots()[0]
     say(f"data: downloading CIFAR-10 (163 MB, md5-verified) into {root}")
@@ -85,7 +85,7 @@ def find_demo_data(*, install: bool = True, download: bool = True, say: Say = pr
     Raises:
         ReslearnError: no step gave data; the message names the three ways to get some.
     """
-    from .engine.data import default_data_roots
+    from .data.bundle import default_data_roots
 
     roots = ", ".join(str(r) for r in default_data_roots())
     root = _cifar_root()

@@ -202,9 +202,11 @@ def _real_images(doc: dict[str, Any], *, split: str, n: int, images: Sequence[st
 
 
 def _preprocessing(doc: dict[str, Any]) -> dict[str, Any]:
+    from .engine.evaluate import eval_resize
+
     h, w = doc["image_size"]
     pre: dict[str, Any] = {"decode": "grayscale" if doc["in_chans"] == 1 else "RGB",
-                           "resize_shorter_side": min(h, w), "center_crop": [h, w], "layout": "NCHW"}
+                           "resize_shorter_side": eval_resize(doc), "center_crop": [h, w], "layout": "NCHW"}
     if doc.get("normalizer"):
         norm = doc["normalizer"]
         pre.update(formula="(pixel * scale - mean) / std, pixel in 0..255",
@@ -214,8 +216,7 @@ def _preprocessing(doc: dict[str, Any]) -> dict[str, Any]:
     elif doc.get("config"):  # ImageFolder runs: imagenet_eval_transform (He et al.: mean subtraction only)
         from .data.transforms import IMAGENET_MEAN
 
-        pre.update(resize_shorter_side=round(h * 256 / 224), formula="pixel / 255 - mean, pixel in 0..255",
-                   mean={"shape": [3, 1, 1], "data": list(IMAGENET_MEAN)})
+        pre.update(formula="pixel / 255 - mean, pixel in 0..255", mean={"shape": [3, 1, 1], "data": list(IMAGENET_MEAN)})
     else:
         pre["formula"] = "none known: a registry model without a checkpoint carries no normaliser"
     return pre

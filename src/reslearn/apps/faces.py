@@ -27,9 +27,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.source import InMemorySource
-from ..engine.task import Task
 from ..errors import ReslearnError
 from ..models.age_gender import AgeGenderNet
+from ..tasks import Task
 
 __all__ = [
     "FaceRecord",
@@ -344,7 +344,7 @@ def utkface_root(root: str | Path = "") -> Path:
     """The folder of UTKFace images: ``root`` itself if it holds UTKFace files, else
     ``root/utkface/crop_part1``; with no ``root``, the first default data root (``engine.data.
     default_data_roots``) holding ``utkface/crop_part1``."""
-    from ..engine.data import default_data_roots
+    from ..data.bundle import default_data_roots
 
     if root:
         root = Path(root).expanduser()
@@ -405,7 +405,7 @@ def build_bundle(
 
     ``data.augment: standard`` flips training faces horizontally at random; ``none`` does not.
     """
-    from ..engine.data import DataBundle
+    from ..data.bundle import DataBundle
     from .common import check_fractions
 
     check_fractions(test_fraction, val_fraction)

@@ -35,8 +35,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.source import InMemorySource
-from ..engine.task import ClassificationTask
 from ..errors import ReslearnError
+from ..tasks import ClassificationTask
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -71,10 +71,13 @@ class CoverSet:
     Attributes:
         images: uint8 (N, H, W).
         names: N unique names (relative file paths, or ``"<prefix>/<index>"`` for arrays).
+        sizes: each file's (H, W) before a center crop (None: ``images``' own), so ready-made
+            stego images are checked against the size of the file they were made from.
     """
 
     images: np.ndarray
     names: list[str]
+    sizes: list[tuple[int, int]] | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 3:
@@ -135,11 +138,12 @@ def _image_files(root: Path) -> list[Path]:
 
 
 def _read_gray(path: Path) -> np.ndarray:
-    from PIL import Image
+    """8-bit grayscale by the decoder training and predict use (16-bit scaled, Pillow's pixel
+    limit; :func:`reslearn.data.folder.decode_image`), ``convert("L")`` for colour."""
+    from ..data.folder import decode_image
 
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("L"))
+        return decode_image(path, channels=1)[0].numpy()
     except OSError as e:
         raise ReslearnError(f"cannot read image {path}: {e}") from None
 
@@ -158,14 +162,15 @@ def load_cover_folder(root: str | Path, *, size: int | None = None, limit: int |
     files = _image_files(root)[:limit]
     if not files:
         raise ReslearnError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
-    imgs = []
+    imgs, sizes = [], []
     for f in files:
         g = _read_gray(f)
+        sizes.append(g.shape)
         imgs.append(_center_crop(g, size, str(f)) if size is not None else g)
     shapes = {g.shape for g in imgs}
     if len(shapes) > 1:
         raise ReslearnError(f"covers under {root} differ in size ({sorted(shapes)[:3]}...); pass size= to crop")
-    return CoverSet(np.stack(imgs), [f.relative_to(root).as_posix() for f in files])
+    return CoverSet(np.stack(imgs), [f.relative_to(root).as_posix() for f in files], sizes)
 
 
 # -------------------------------------------------------------------------------- embedding
@@ -236,12 +241,16 @@ def make_stego(covers: CoverSet, *, payload: float, seed: int = 0) -> np.ndarray
 
 def load_stego_folder(root: str | Path, covers: CoverSet) -> np.ndarray:
     """Ready-made stego images under ``root`` for ``covers``, matched by the covers' names: the
-    same relative path, or the same path with another image suffix (``a.pgm`` for ``a.jpg``)."""
+    same relative path, or the same path with another image suffix (``a.pgm`` for ``a.jpg``).
+
+    An embedder changes pixel values, never the size: a stego image of another size than its
+    cover file (resized, another image) or identical to its cover (nothing embedded, the cover
+    folder given twice) is a ``ReslearnError`` naming the pair."""
     root = Path(root)
     if not root.is_dir():
         raise ReslearnError(f"stego folder {root} does not exist")
     out, missing = [], []
-    for name, cover in zip(covers.names, covers.images):
+    for i, (name, cover) in enumerate(zip(covers.names, covers.images)):
         path = root / name
         if not path.is_file():
             alts = [path.with_suffix(s) for s in IMAGE_SUFFIXES] + [path.with_suffix(s.upper()) for s in IMAGE_SUFFIXES]
@@ -250,9 +259,16 @@ def load_stego_folder(root: str | Path, covers: CoverSet) -> np.ndarray:
             missing.append(name)
             continue
         g = _read_gray(path)
+        want = tuple(covers.sizes[i]) if covers.sizes else cover.shape
+        if g.shape != want:
+            raise ReslearnError(f"stego image {path} is {g.shape[0]}x{g.shape[1]} but its cover {name} is "
+                                f"{want[0]}x{want[1]}: not a cover/stego pair (resized, or another image?)")
         if g.shape != cover.shape:
             # Covers center-cropped at load time (`size=`): crop the stego image the same way.
             g = _center_crop(g, cover.shape, str(path))
+        if np.array_equal(g, cover):
+            raise ReslearnError(f"stego image {path} is identical to its cover {name}: nothing embedded "
+                                f"(is the stego folder the cover folder?)")
         out.append(g)
     if missing:
         raise ReslearnError(
@@ -463,7 +479,7 @@ def load_covers(source: str, *, root: str = "", size: int = 0, limit: int = 0, c
             :func:`reslearn.apps.faces.utkface_cache_dir`).
     """
     from ..config import DataConfig
-    from ..engine.data import default_data_roots, resolve_root
+    from ..data.bundle import default_data_roots, resolve_root
 
     if not isinstance(limit, int) or limit < 0 or not isinstance(size, int) or size < 0:
         raise ValueError(f"limit and size must be integers >= 0; got limit={limit!r} size={size!r}")
@@ -540,7 +556,7 @@ def build_bundle(
 
     ``data.augment: standard`` applies :func:`pair_dihedral` to training pairs; ``none`` does not.
     """
-    from ..engine.data import DataBundle
+    from ..data.bundle import DataBundle
     from .common import check_fractions
 
     check_fractions(test_fraction, val_fraction)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -40,6 +41,20 @@ class ArrayDataset:
         """The samples at ``index`` (int64 indices or a bool mask), same classes and name."""
         index = torch.as_tensor(index)
         return ArrayDataset(self.images[index], self.labels[index], list(self.classes), self.name)
+
+    def relabel(self, classes: Sequence[str], *, shared: bool = False, where: str = "") -> ArrayDataset:
+        """The samples with labels as positions in ``classes`` (a model's), matched by name
+        (:func:`reslearn.data.folder.match_classes`: a missing or extra class is an error, or with
+        ``shared`` a warning, the samples of classes ``classes`` lacks left out)."""
+        from .folder import match_classes
+
+        if list(classes) == list(self.classes):
+            return self
+        kept = set(match_classes(self.classes, classes, where=where or self.name, shared=shared))
+        pos = {c: i for i, c in enumerate(classes)}
+        new = torch.tensor([pos[c] if c in kept else -1 for c in self.classes], dtype=torch.int64)[self.labels]
+        keep = new >= 0
+        return ArrayDataset(self.images[keep], new[keep], list(classes), self.name)
 
 
 def train_val_split(ds: ArrayDataset, *, val_size: int, seed: int = 0) -> tuple[ArrayDataset, ArrayDataset]:

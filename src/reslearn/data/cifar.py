@@ -7,13 +7,6 @@ torchvision already downloaded into is reused. Batches are unpickled with
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import tarfile
-import tempfile
-import urllib.error
-import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +17,7 @@ import torch
 
 from ..errors import ReslearnError
 from .arrays import ArrayDataset
+from .download import extract_tar, fetch, file_digest
 from .safe_pickle import restricted_load
 
 __all__ = ["load_cifar", "download_cifar", "verify_cifar"]
@@ -79,7 +73,6 @@ _RELEASES: dict[str, _Release] = {
     ),
 }
 
-_CHUNK = 1 << 20
 # One warning per unverified folder per process; and the verification result per folder state,
 # so loading train then test hashes the ~180 MB once.
 _warned_unverified: set[Path] = set()
@@ -91,14 +84,6 @@ def _release(name: str) -> _Release:
         return _RELEASES[name]
     except KeyError:
         raise ValueError(f"name must be one of {sorted(_RELEASES)}; got {name!r}") from None
-
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5(usedforsecurity=False)  # an integrity check, not security
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def verify_cifar(root: str | Path, *, name: str = "cifar10") -> bool:
@@ -113,64 +98,8 @@ def verify_cifar(root: str | Path, *, name: str = "cifar10") -> bool:
         return False
     key = (folder.resolve(), rel.files, tuple((p.stat().st_mtime_ns, p.stat().st_size) for p in paths))
     if key not in _verified_cache:
-        _verified_cache[key] = all(_md5(p) == md5 for p, (_, md5) in zip(paths, rel.files))
+        _verified_cache[key] = all(file_digest(p) == md5 for p, (_, md5) in zip(paths, rel.files))
     return _verified_cache[key]
-
-
-def _fetch(url: str, dest: Path, *, md5: str, progress: bool) -> None:
-    """Stream ``url`` to ``dest`` via a temporary file in the same folder, renamed into place only
-    when its md5 matches, so an interrupted or corrupted download never looks complete."""
-    from tqdm.auto import tqdm
-
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        h = hashlib.md5(usedforsecurity=False)
-        # Looked up on the module at call time so tests can serve a local file offline.
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
-            headers = getattr(resp, "headers", None)
-            total = int(headers.get("Content-Length") or 0) if headers is not None else 0
-            with tqdm(total=total or None, unit="B", unit_scale=True, desc=dest.name, disable=None if progress else True) as bar:  # None: off when not a terminal
-                while chunk := resp.read(_CHUNK):
-                    out.write(chunk)
-                    h.update(chunk)
-                    bar.update(len(chunk))
-        if h.hexdigest() != md5:
-            raise ReslearnError(f"download of {url} is corrupt: md5 {h.hexdigest()} != expected {md5}; try again")
-        os.replace(tmp, dest)
-    except (urllib.error.URLError, OSError) as e:
-        raise ReslearnError(f"could not download {url} ({e}); fetch it by hand into {dest.parent}") from e
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _extract(archive: Path, root: Path, folder: str) -> None:
-    """Extract into a temporary folder, then move ``folder`` into place (replacing an old one)."""
-    tmp = Path(tempfile.mkdtemp(prefix=".extract.", dir=root))
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            if hasattr(tarfile, "data_filter"):  # Python 3.12, 3.11.4+: refuses links/paths out of tmp
-                tar.extractall(tmp, filter="data")
-            else:  # pragma: no cover - older Pythons: the same refusal, by hand
-                for m in tar.getmembers():
-                    if not (m.isfile() or m.isdir()) or m.name.startswith("/") or ".." in Path(m.name).parts:
-                        raise ReslearnError(f"{archive}: unsafe archive member {m.name!r}")
-                tar.extractall(tmp)
-        if not (tmp / folder).is_dir():
-            raise ReslearnError(f"{archive} does not contain {folder}/")
-        dest = root / folder
-        if dest.exists():
-            old = dest.with_name(f".{folder}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(dest, old)
-            os.replace(tmp / folder, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp / folder, dest)
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise ReslearnError(f"could not extract {archive}: {e}") from e
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def download_cifar(root: str | Path, *, name: str = "cifar10", progress: bool = True) -> Path:
@@ -190,9 +119,9 @@ def download_cifar(root: str | Path, *, name: str = "cifar10", progress: bool = 
         return root / rel.folder
     root.mkdir(parents=True, exist_ok=True)
     archive = root / Path(rel.url).name
-    if not (archive.is_file() and _md5(archive) == rel.md5):
-        _fetch(rel.url, archive, md5=rel.md5, progress=progress)
-    _extract(archive, root, rel.folder)
+    if not (archive.is_file() and file_digest(archive) == rel.md5):
+        fetch(rel.url, archive, digest=rel.md5, progress=progress)
+    extract_tar(archive, root / rel.folder, inner=rel.folder)
     return root / rel.folder
 
 

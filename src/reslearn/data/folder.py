@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,10 +23,16 @@ from ..errors import ReslearnError
 from .arrays import ArrayDataset
 
 __all__ = ["IMG_EXTENSIONS", "scan_image_folder", "ImageFolderDataset", "load_image_folder_arrays", "decode_rgb",
-           "decode_images"]
+           "decode_image", "read_image_file", "decode_images", "match_classes"]
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
-_SPLIT_ALIASES = {"val": ("val", "test"), "test": ("test", "val")}  # ImageNet says val, CIFAR test
+# The evaluation split is val/ where there is one (ImageNet, Tiny-ImageNet), else test/ (CIFAR as
+# JPEGs): "val" and "test" both name it, so training and `reslearn eval` read the same folder.
+_SPLIT_ALIASES = {"val": ("val", "test"), "test": ("val", "test")}
+# Tiny-ImageNet's own val layout: val/images/*.JPEG with labels in val_annotations.txt
+# (file<TAB>wnid<TAB>box); its test/ has images/ alone (no labels).
+_ANNOTATIONS, _FLAT = "val_annotations.txt", "images"
+_SHARED_HINT = "pass --shared-classes (eval, ensemble) or data.shared_classes=true (train) to use the shared classes only"
 # File signatures of the two formats nearly every image set uses, and how each file must end
 # (JPEG: the EOI marker, ITU-T T.81 B.1.1.3; PNG: the IEND chunk, PNG spec 11.2.5). A truncated
 # download fails the end check; a text or HTML file saved as .jpg fails the signature.
@@ -73,23 +80,101 @@ def _problem(path: Path, extensions: tuple[str, ...] | None) -> str | None:
     return None
 
 
-def _list(split_dir: Path, classes: Sequence[str] | None) -> tuple[list[tuple[Path, int]], list[str]]:
-    """All non-hidden files below each class folder, sorted, with their class index."""
-    found = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if classes is None:
-        classes = found
+def match_classes(found: Sequence[str], classes: Sequence[str], *, where: str | Path,
+                  shared: bool = False) -> list[str]:
+    """The classes of ``found`` (a split's class names) that are among ``classes`` (the training
+    set's, whose positions are the labels), in ``classes`` order.
+
+    A class missing from ``found`` or an extra one is a ``ReslearnError`` naming it: positions
+    would no longer mean the same classes. With ``shared=True`` the classes both have are used,
+    with a warning saying how many."""
+    known, have = set(classes), set(found)
+    missing, extra = [c for c in classes if c not in have], sorted(have - known)
+    if not missing and not extra:
+        return list(classes)
+    what = "; ".join(part for part in (
+        f"lacks {len(missing)} of the {len(classes)} training classes (first: {missing[0]})" if missing else "",
+        f"has {len(extra)} class(es) the training set has not (first: {extra[0]})" if extra else "") if part)
+    if not shared:
+        raise ReslearnError(f"{where} {what}; {_SHARED_HINT}")
+    kept = [c for c in classes if c in have]
+    if not kept:
+        raise ReslearnError(f"{where} shares no class with the {len(classes)} training classes")
+    warnings.warn(f"{where}: using only the {len(kept)} of the {len(classes)} training classes it has (it {what})",
+                  stacklevel=3)
+    return kept
+
+
+def _walk(top: Path, seen_dirs: set[str], seen_files: dict[str, Path], dups: list[tuple[Path, Path]]) -> list[Path]:
+    """Non-hidden files below ``top``, sorted, depth first (``os.walk``'s order). Links are
+    followed, but each real folder is read once (a link loop such as ``loop -> .`` ends there) and
+    each real file once; a file reached again through a link goes to ``dups``."""
+    out, stack = [], [(top, os.path.realpath(top))]
+    while stack:
+        d, real = stack.pop()
+        if real in seen_dirs:
+            continue
+        seen_dirs.add(real)
+        with os.scandir(d) as it:
+            entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+        subdirs = []
+        for e in entries:
+            # Only a link can make a path differ from its real path: realpath for links alone.
+            key = os.path.realpath(e.path) if e.is_symlink() else os.path.join(real, e.name)
+            if e.is_dir():
+                subdirs.append((Path(e.path), key))
+            elif e.is_file():
+                if key in seen_files:
+                    dups.append((Path(e.path), seen_files[key]))
+                    continue
+                seen_files[key] = Path(e.path)
+                out.append(Path(e.path))
+        stack.extend(reversed(subdirs))
+    return out
+
+
+def _annotated(split_dir: Path) -> list[tuple[Path, str]] | None:
+    """Tiny-ImageNet's ``val/images`` + ``val_annotations.txt``: (path, class name) pairs, or None."""
+    ann = split_dir / _ANNOTATIONS
+    if not ann.is_file():
+        return None
+    rows = [ln.split("\t") for ln in ann.read_text().splitlines() if ln.strip()]
+    bad = next((i for i, r in enumerate(rows, 1) if len(r) < 2), None)
+    if bad is not None:
+        raise ReslearnError(f"{ann}:{bad}: expected <file><TAB><class>")
+    return [(split_dir / _FLAT / r[0].strip(), r[1].strip()) for r in rows]
+
+
+def _list(split_dir: Path, classes: Sequence[str] | None,
+          shared: bool = False) -> tuple[list[tuple[Path, int]], list[str]]:
+    """All non-hidden files below each class folder, sorted, with their class index (the
+    position in ``classes``, the training set's, matched by name; see :func:`match_classes`)."""
+    pairs = _annotated(split_dir)
+    if pairs is not None:
+        found = sorted({c for _, c in pairs})
     else:
-        unknown = sorted(set(found) - set(classes))
-        if unknown:
-            raise ReslearnError(f"{split_dir / unknown[0]}: class folder not among the {len(classes)} given classes")
-    if not classes:
+        found = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if found == [_FLAT]:
+            raise ReslearnError(f"{split_dir} holds {_FLAT}/ without labels (no class folders, no {_ANNOTATIONS}): "
+                                f"an unlabelled split cannot be evaluated; use a labelled val/ or test/")
+    if not found:
         raise ReslearnError(f"{split_dir}: no class folders (expected {split_dir}/<class>/<image>)")
-    files = []
-    for label, cls in enumerate(classes):
-        for dirpath, dirnames, filenames in os.walk(split_dir / cls, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            files += [(Path(dirpath) / f, label) for f in sorted(filenames) if not f.startswith(".")]
-    return files, list(classes)
+    classes = found if classes is None else list(classes)
+    label = {c: i for i, c in enumerate(classes)}
+    use = match_classes(found, classes, where=split_dir, shared=shared)
+    if pairs is not None:
+        return [(p, label[c]) for p, c in sorted(pairs) if c in label], classes
+    files, dups, seen_dirs, seen_files = [], [], set(), {}
+    for cls in use:
+        found_files = _walk(split_dir / cls, seen_dirs, seen_files, dups)
+        if not found_files:
+            raise ReslearnError(f"{split_dir / cls}: empty class folder (no files); remove it or add its images")
+        files += [(p, label[cls]) for p in found_files]
+    if dups:
+        first = ", ".join(f"{p} (= {q})" for p, q in dups[:2])
+        warnings.warn(f"{len(dups)} duplicate file(s) under {split_dir} (one file reached through links) "
+                      f"read once: {first}", stacklevel=3)
+    return files, classes
 
 
 def _report(bad: list[tuple[Path, str]], *, where: Path, on_error: str) -> None:
@@ -103,9 +188,11 @@ def _report(bad: list[tuple[Path, str]], *, where: Path, on_error: str) -> None:
 
 
 def _scan(split_dir: Path, *, classes: Sequence[str] | None, extensions: tuple[str, ...] | None,
-          workers: int) -> tuple[list[tuple[Path, int]], list[str], list[tuple[Path, str]]]:
-    """The usable samples, the classes and the bad files with the reason for each."""
-    files, classes = _list(split_dir, classes)
+          workers: int, shared: bool = False, listed: tuple[list[tuple[Path, int]], list[str]] | None = None,
+          ) -> tuple[list[tuple[Path, int]], list[str], list[tuple[Path, str]]]:
+    """The usable samples, the classes and the bad files with the reason for each (of ``listed``,
+    :func:`_list`'s result, when the caller has it)."""
+    files, classes = listed or _list(split_dir, classes, shared)
     # Threads help where the file system is slow (network storage); chunks keep the executor's
     # per-task overhead small against the ~10 us check.
     chunks = [files[i : i + 1024] for i in range(0, len(files), 1024)]
@@ -114,6 +201,10 @@ def _scan(split_dir: Path, *, classes: Sequence[str] | None, extensions: tuple[s
     samples = [f for f, why in zip(files, problems) if why is None]
     if not samples:
         raise ReslearnError(f"{split_dir}: no readable images ({len(files)} files)")
+    empty = sorted({lab for _, lab in files} - {lab for _, lab in samples})
+    if empty:  # it would be a class the model never sees
+        raise ReslearnError(f"{split_dir / classes[empty[0]]}: no readable image in this class folder "
+                            f"({len(empty)} such folder(s)); add images or remove it")
     return samples, classes, [(f[0], why) for f, why in zip(files, problems) if why is not None]
 
 
@@ -125,6 +216,7 @@ def scan_image_folder(
     on_error: str = "skip",
     classes: Sequence[str] | None = None,
     workers: int = 4,
+    shared_classes: bool = False,
 ) -> tuple[list[tuple[Path, int]], list[str], list[Path]]:
     """List and check the images of ``root/<split>/<class>/*``.
 
@@ -132,8 +224,11 @@ def scan_image_folder(
     (header, JPEG end marker; :func:`_problem`), in ``workers`` threads; files with another
     extension (``extensions=None`` admits any) and unreadable files are bad: ``on_error="skip"``
     leaves them out with one warning naming the first few, ``"raise"`` raises naming the first.
-    Hidden files are ignored. Pass the training set's ``classes`` when scanning a validation set
-    so labels agree even if a class folder is missing there.
+    Hidden files are ignored; links are followed, each real folder and file read once (duplicates
+    reached through links are warned about); an empty class folder is an error. Pass the training
+    set's ``classes`` when scanning another split: labels are matched by class name, and a missing
+    or extra class folder is an error, or with ``shared_classes`` a warning (the shared classes are
+    used; :func:`match_classes`). Tiny-ImageNet's ``val/images`` + ``val_annotations.txt`` is read.
 
     Returns:
         ``(samples, classes, skipped)``: sorted ``(path, label)`` pairs, class names (sorted
@@ -141,18 +236,90 @@ def scan_image_folder(
     """
     _check_on_error(on_error)
     split_dir = _split_dir(Path(root), split)
-    samples, classes, bad = _scan(split_dir, classes=classes, extensions=extensions, workers=workers)
+    samples, classes, bad = _scan(split_dir, classes=classes, extensions=extensions, workers=workers,
+                                  shared=shared_classes)
     _report(bad, where=split_dir, on_error=on_error)
     return samples, classes, [p for p, _ in bad]
 
 
+def _open(path: Path):
+    """``Image.open`` with a pixel limit: a file whose header claims more than
+    ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (Pillow's decompression-bomb guard, 89.5M by default,
+    read at each call so a user raises it as for Pillow; a 30000x30000 PNG of 870 KB would take
+    3.3 GB) is refused before decoding. Pillow itself only warns below twice that (the CLI
+    silences that warning, which this error replaces; ``warnings.catch_warnings`` is not
+    thread-safe, and decoding runs in threads)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    why = f"over the limit of {limit or 0:,} (PIL.Image.MAX_IMAGE_PIXELS; a decompression bomb?)"
+    try:
+        im = Image.open(path)
+    except Image.DecompressionBombError as e:
+        n = re.search(r"\((\d+) pixels\)", str(e))
+        raise ReslearnError(f"{path}: {int(n.group(1)) if n else 0:,} pixels, {why}") from None
+    w, h = im.size
+    if limit and w * h > limit:
+        im.close()
+        raise ReslearnError(f"{path}: {w * h:,} pixels ({w}x{h}), {why}")
+    return im
+
+
+def _to_8bit(im: Image.Image, path: Path) -> Image.Image:
+    """8-bit images as they are; 16-bit integer images (``I;16*``, and ``I`` within 0..65535, as
+    Pillow opens 16-bit PNG and TIFF) scaled by 255/65535; float images (``F``) in [0, 1] scaled by
+    255. Pillow's ``convert`` would clip these to 255 (a nearly white image). Others are refused."""
+    if not im.mode.startswith(("I", "F")):
+        return im
+    a = np.asarray(im).astype(np.float64)
+    if im.mode == "F":
+        if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+            raise ReslearnError(f"{path}: a float image with values outside [0, 1] "
+                                f"({np.nanmin(a):g}..{np.nanmax(a):g}); save it as 8- or 16-bit")
+        a = a * 255
+    else:
+        if a.min() < 0 or a.max() > 65535:
+            raise ReslearnError(f"{path}: a 32-bit integer image ({a.min():g}..{a.max():g}); save it as 8- or 16-bit")
+        a = a * (255 / 65535)
+    return Image.fromarray(np.rint(a).astype(np.uint8), "L")
+
+
+def decode_image(path: str | Path, *, channels: int = 3) -> torch.Tensor:
+    """Decode an image file to uint8 (C, H, W), RGB (``channels=3``) or grayscale (1), with PIL
+    (libjpeg-turbo for JPEG; decoding releases the GIL, so threads decode in parallel): the one
+    decoder of training, eval and predict. 16-bit and float images are scaled to 8 bits
+    (:func:`_to_8bit`); more pixels than Pillow's limit is a ``ReslearnError``. Not
+    ``torchvision.io.decode_image``: torchvision 0.29 deprecated its image decoders in favour of
+    TorchCodec, and it has no pixel limit."""
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3; got {channels}")
+    path = Path(path)
+    with _open(path) as im:
+        arr = np.array(_to_8bit(im, path).convert("RGB" if channels == 3 else "L"))  # a writable copy
+    return torch.from_numpy(arr.reshape(*arr.shape[:2], channels)).permute(2, 0, 1).contiguous()
+
+
 def decode_rgb(path: str | Path) -> torch.Tensor:
-    """Decode an image file to uint8 RGB (3, H, W) with PIL (libjpeg-turbo for JPEG; decoding
-    releases the GIL, so threads decode in parallel). Not ``torchvision.io.decode_image``:
-    torchvision 0.29 deprecated its image decoders in favour of TorchCodec."""
-    with Image.open(path) as im:
-        arr = np.array(im.convert("RGB"))  # a writable copy, (H, W, 3)
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+    """:func:`decode_image` to uint8 RGB (3, H, W)."""
+    return decode_image(path, channels=3)
+
+
+def read_image_file(path: str | Path, *, channels: int = 3) -> torch.Tensor:
+    """One image file a user names (``reslearn predict``): checked as the training scan checks
+    (extension among ``IMG_EXTENSIONS``, header, truncation) and decoded by :func:`decode_image`;
+    any problem is one ``ReslearnError`` naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ReslearnError(f"image {p} not found")
+    why = _problem(p, IMG_EXTENSIONS)
+    if why == "not an image file extension":
+        why = f"not an image file extension (reslearn reads {', '.join(IMG_EXTENSIONS)})"
+    if why is not None:
+        raise ReslearnError(f"cannot decode image {p}: {why}")
+    try:
+        return decode_image(p, channels=channels)
+    except ReslearnError:
+        raise
+    except Exception as e:  # PIL raises many types
+        raise ReslearnError(f"cannot decode image {p}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
 
 
 class ImageFolderDataset(torch.utils.data.Dataset):
@@ -174,9 +341,11 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         on_error: str = "skip",
         classes: Sequence[str] | None = None,
         extensions: tuple[str, ...] | None = IMG_EXTENSIONS,
+        shared_classes: bool = False,
     ) -> None:
         self.samples, self.classes, self.skipped = scan_image_folder(
-            root, split=split, extensions=extensions, on_error=on_error, classes=classes
+            root, split=split, extensions=extensions, on_error=on_error, classes=classes,
+            shared_classes=shared_classes,
         )
         self.transform, self.on_error = transform, on_error
 
@@ -280,6 +449,7 @@ def load_image_folder_arrays(
     classes: Sequence[str] | None = None,
     extensions: tuple[str, ...] | None = IMG_EXTENSIONS,
     progress: bool = True,
+    shared_classes: bool = False,
 ) -> ArrayDataset:
     """Decode a small image folder (e.g. CIFAR-10 as JPEGs) into one uint8 (N, 3, H, W) tensor,
     for ``InMemorySource``.
@@ -302,9 +472,9 @@ def load_image_folder_arrays(
     root = Path(root)
     split_dir = _split_dir(root, split)
     name = root.resolve().name
-    cache = None
+    cache, listed = None, None
     if cache_dir is not None:
-        files, cls = _list(split_dir, classes)
+        listed = files, cls = _list(split_dir, classes, shared_classes)
         key = _cache_key(files, classes=cls, size=size, extensions=extensions)
         cache = Path(cache_dir) / f"{name}-{split}-{key}.safetensors"
         if cache.is_file():
@@ -313,7 +483,8 @@ def load_image_folder_arrays(
                 images, labels = f.get_tensor("images"), f.get_tensor("labels")
             _report([(Path(p), why) for p, why in json.loads(meta["skipped"])], where=split_dir, on_error=on_error)
             return ArrayDataset(images=images, labels=labels, classes=json.loads(meta["classes"]), name=name)
-    samples, cls, bad = _scan(split_dir, classes=classes, extensions=extensions, workers=workers)
+    samples, cls, bad = _scan(split_dir, classes=classes, extensions=extensions, workers=workers,
+                              shared=shared_classes, listed=listed)
     if on_error == "raise":
         _report(bad, where=split_dir, on_error=on_error)  # fail before spending time decoding
     images, failed = _decode_all(samples, size=size, workers=workers, progress=progress, desc=f"{name}/{split}")

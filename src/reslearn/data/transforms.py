@@ -17,12 +17,13 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from .augment import IMAGENET_EIGVAL, IMAGENET_EIGVEC
+from .augment import IMAGENET_EIGVAL, IMAGENET_EIGVEC, Normalizer
 
 __all__ = [
     "PCALighting",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "imagenet_normalizer",
     "imagenet_train_transform",
     "imagenet_eval_transform",
     "ten_crop_transform",
@@ -88,6 +89,13 @@ class PCALighting(v2.Transform):
 
     def extra_repr(self) -> str:
         return f"alphastd={self.alphastd}"
+
+
+def imagenet_normalizer() -> Normalizer:
+    """The normalisation of :func:`imagenet_eval_transform` (its defaults) as a ``Normalizer`` of
+    uint8 images: x/255 minus the per-channel ImageNet mean, no division. Checkpoints of the
+    ImageFolder path record it, so ``predict`` preprocesses as ``eval`` does."""
+    return Normalizer(mean=torch.tensor(IMAGENET_MEAN).view(3, 1, 1), std=torch.ones(3, 1, 1))
 
 
 def _subtract(x: torch.Tensor, *, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

@@ -4,106 +4,29 @@ folders decoded once) with augmentation on the training device, and the ImageFol
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import torch
 
 from ..config import DataConfig
-from ..data.source import BatchSource, InMemorySource, ShardedOrder
+from ..data.bundle import DataBundle, default_data_roots, resolve_root
+from ..data.datasets import DATA_SETS, app_builder, check_fields, data_set
+from ..data.source import InMemorySource, ShardedOrder
 from ..errors import ReslearnError
-from .device import auto_workers, available_cores
+from .device import auto_workers
 
 __all__ = ["DataBundle", "build_data", "default_data_roots", "resolve_root", "IN_MEMORY"]
 
-IN_MEMORY = ("cifar10", "cifar100", "fashion-mnist", "mnist", "imagefolder-memory")
-# Application data sets: name -> "module:function" building a DataBundle (with its own task) from
-# (cfg, batch_size=, seed=, device=, rank=, world_size=, accum_steps=). Imported lazily.
-APP_DATA = {
-    "speech-commands": "reslearn.speech.commands:build_bundle",
-    "digit-strings": "reslearn.speech.digits:build_bundle",
-    "stego": "reslearn.apps.stego:build_bundle",
-    "utkface": "reslearn.apps.faces:build_bundle",
-}
-KNOWN = IN_MEMORY + ("imagefolder",) + tuple(APP_DATA)
+# What the engine knows of the data sets comes from their declarations (reslearn.data.datasets).
+IN_MEMORY = tuple(n for n, s in DATA_SETS.items() if s.kind == "memory")
+APP_DATA = {n: s.builder for n, s in DATA_SETS.items() if s.kind == "application"}
+KNOWN = tuple(DATA_SETS)
 
 
-@dataclass
-class DataBundle:
-    train: BatchSource
-    evals: dict[str, BatchSource]  # "val" (held out from train, if any) and "test"
-    num_classes: int
-    in_chans: int
-    image_size: tuple[int, int]
-    classes: list[str]
-    normalizer_state: dict[str, torch.Tensor] = field(default_factory=dict)
-    train_size: int = 0
-    info: dict[str, Any] = field(default_factory=dict)
-    task: Any = None  # a Task; None = classification
-
-
-def default_data_roots() -> list[Path]:
-    """Where data is looked for when ``data.root`` is empty, in order."""
-    roots = []
-    if os.environ.get("RESLEARN_DATA_DIR"):
-        roots.append(Path(os.environ["RESLEARN_DATA_DIR"]))
-    roots += [Path.cwd() / ".data", Path.home() / ".cache" / "reslearn", Path.home() / "data"]
-    return roots
-
-
-_MARKERS = {
-    "cifar10": "cifar-10-batches-py",
-    "cifar100": "cifar-100-python",
-}
-
-
-def resolve_root(cfg: DataConfig) -> Path | None:
-    """The folder to read ``cfg.name`` from (``None`` lets IDX loaders find Debian's copy)."""
-    if cfg.root:
-        return Path(cfg.root).expanduser()
-    marker = _MARKERS.get(cfg.name)
-    if marker:
-        for r in default_data_roots():
-            if (r / marker).is_dir():
-                return r
-        return default_data_roots()[0] if cfg.download else None
-    return None
-
-
-def _load_arrays(cfg: DataConfig):
-    from ..data import cifar, folder, idx
-
-    if cfg.name in ("cifar10", "cifar100"):
-        root = resolve_root(cfg)
-        if root is None:
-            where = ", ".join(str(r) for r in default_data_roots())
-            raise ReslearnError(
-                f"{cfg.name} not found in {where}; set data.root=DIR or data.download=true"
-            )
-        tr = cifar.load_cifar(root, name=cfg.name, train=True, download=cfg.download)
-        te = cifar.load_cifar(root, name=cfg.name, train=False, download=False)
-    elif cfg.name in ("fashion-mnist", "mnist"):
-        root = Path(cfg.root).expanduser() if cfg.root else None
-        tr = idx.load_idx(root, name=cfg.name, train=True)
-        te = idx.load_idx(root, name=cfg.name, train=False)
-    else:  # imagefolder-memory
-        if not cfg.root:
-            raise ReslearnError("data.root must name the image folder (with train/ and val/ or test/)")
-        size = cfg.image_size or None
-        cache = Path(cfg.root).expanduser() / ".reslearn-cache"
-        # decoded before training starts, so "auto" may take every core
-        threads = available_cores() if cfg.workers == "auto" else max(int(cfg.workers), 1)
-        kw = dict(size=size, on_error=cfg.on_bad_file, workers=threads)
-        try:
-            cache.mkdir(exist_ok=True)
-            kw["cache_dir"] = cache
-        except OSError:  # read-only data folder: decode without a cache
-            pass
-        tr = folder.load_image_folder_arrays(cfg.root, split="train", **kw)
-        te = folder.load_image_folder_arrays(cfg.root, split="val", **kw)
-    return tr, te
+def _load_arrays(cfg: DataConfig, *, classes: list[str] | None = None):
+    """(train, test) of an in-memory data set; an image folder's test split is labelled by the
+    positions of ``classes`` (default: the training folder's), matched by name."""
+    return data_set(cfg.name).load(cfg, classes)
 
 
 def subset_index(total: int, n: int, cfg: DataConfig) -> torch.Tensor | None:
@@ -141,23 +64,19 @@ def build_data(
     accum_steps: int = 1,
     channels_last: bool = False,
 ) -> DataBundle:
-    if cfg.name not in KNOWN:
-        raise ReslearnError(f"data.name must be one of {', '.join(KNOWN)}; got {cfg.name!r}")
+    check_fields(cfg)  # and that cfg.name is a data set
     if cfg.name in APP_DATA:
-        import importlib
-        import inspect
-
-        module, func = APP_DATA[cfg.name].split(":")
-        builder = getattr(importlib.import_module(module), func)
-        allowed = [k for k in inspect.signature(builder).parameters if k not in (
-            "cfg", "batch_size", "seed", "device", "rank", "world_size", "accum_steps")]
+        builder, params = app_builder(cfg.name)
         for key in cfg.options:
-            if key not in allowed:
-                raise ReslearnError(f"unknown option data.options.{key} for {cfg.name}; allowed: {', '.join(allowed)}")
+            if key not in params:
+                raise ReslearnError(f"unknown option data.options.{key} for {cfg.name}; allowed: {', '.join(params)}")
+        # A list option typed as one word on the command line (data.options.eval_splits=test)
+        # arrives as a string, which a Sequence[str] would iterate letter by letter.
+        options = {k: [s.strip() for s in v.split(",") if s.strip()]
+                   if isinstance(v, str) and "Sequence" in str(params[k].annotation) else v
+                   for k, v in cfg.options.items()}
         return builder(cfg, batch_size=batch_size, seed=seed, device=device, rank=rank,
-                       world_size=world_size, accum_steps=accum_steps, **cfg.options)
-    if cfg.options:
-        raise ReslearnError(f"data.options are for application data sets ({', '.join(APP_DATA)}), not {cfg.name}")
+                       world_size=world_size, accum_steps=accum_steps, **options)
     if cfg.name == "imagefolder":
         return _build_folder(cfg, batch_size=batch_size, seed=seed, device=device, rank=rank,
                              world_size=world_size, accum_steps=accum_steps,
@@ -175,9 +94,9 @@ def build_data(
     normalizer = Normalizer.fit(train.images, mode=cfg.normalize).to(device)
     augment: Callable | None = None
     if cfg.augment == "standard":
-        # He et al. 2016 Sec. 4.2 (CIFAR): pad 4, random crop, horizontal flip. For 28x28 digits
-        # and clothes we pad and crop too but never flip (it would change some classes' meaning).
-        flip = cfg.name not in ("fashion-mnist", "mnist")
+        # He et al. 2016 Sec. 4.2 (CIFAR): pad 4, random crop, horizontal flip (where the data
+        # set's declaration allows flipping).
+        flip = data_set(cfg.name).flip
         augment = lambda x, g: random_crop_flip(x, g, padding=4, flip=flip)  # noqa: E731
     common = dict(normalize=normalizer, device=device, channels_last=channels_last)
     train_src = InMemorySource(
@@ -246,7 +165,8 @@ def _build_folder(cfg: DataConfig, *, batch_size, seed, device, rank, world_size
         else transforms.imagenet_eval_transform(crop=crop, resize=transforms.eval_resize(crop))
     eval_tf = transforms.imagenet_eval_transform(crop=crop, resize=transforms.eval_resize(crop))
     tr = ImageFolderDataset(cfg.root, split="train", transform=train_tf, on_error=cfg.on_bad_file)
-    te = ImageFolderDataset(cfg.root, split="val", transform=eval_tf, on_error=cfg.on_bad_file)
+    te = ImageFolderDataset(cfg.root, split="val", transform=eval_tf, on_error=cfg.on_bad_file, classes=tr.classes,
+                            shared_classes=cfg.shared_classes)
     index = subset_index(len(tr), cfg.train_subset, cfg)
     if index is not None:
         tr = torch.utils.data.Subset(tr, index.tolist())
@@ -262,4 +182,5 @@ def _build_folder(cfg: DataConfig, *, batch_size, seed, device, rank, world_size
     classes = list(tr.classes)  # type: ignore[attr-defined]
     return DataBundle(train=train_src, evals={"test": test_src}, num_classes=len(classes), in_chans=3,
                       image_size=(crop, crop), classes=classes, train_size=len(tr),
+                      normalizer_state=transforms.imagenet_normalizer().state_dict(),
                       info={"name": "imagefolder", "train": len(tr), "test": len(te)})

@@ -10,21 +10,13 @@ import re
 import torch
 
 from ..errors import ReslearnError
+from ..system import available_cores
 
 __all__ = ["select_device", "available_devices", "available_cores", "auto_workers", "auto_threads"]
 
 # The imagenet recipe's 8 workers: more idle even for 224 crops on a GPU (fb.resnet.torch's
 # default is 2..8), and 64x64 JPEGs decode at thousands a second a core.
 MAX_AUTO_WORKERS = 8
-
-
-def available_cores() -> int:
-    """The cores this process may run on: its affinity mask (a container's or taskset's share),
-    which is also what PyTorch's DataLoader checks ``num_workers`` against."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def auto_workers(value: int | str, *, cores: int | None = None) -> int:

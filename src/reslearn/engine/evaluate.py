@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -13,20 +13,45 @@ from ..checkpoint import load_model, tensors_from_json
 from ..config import DataConfig, config_from_dict
 from ..data.source import InMemorySource
 from ..errors import ReslearnError
+from ..tasks import ClassificationTask, topk_wrong
 from .data import APP_DATA, IN_MEMORY, _load_arrays, subset_index
 from .device import select_device
-from .task import ClassificationTask, topk_wrong
 
 __all__ = ["evaluate_checkpoint", "ensemble_checkpoints", "collect_probs", "errors_from_probs", "predict_images",
-           "image_inputs", "real_inputs"]
+           "image_inputs", "real_inputs", "eval_split", "eval_resize"]
+
+
+def _data_name(doc: dict[str, Any]) -> str:
+    return (doc.get("config") or {}).get("data", {}).get("name") or doc.get("data", "cifar10")
 
 
 def _normalizer(doc: dict[str, Any], device):
     from ..data.augment import Normalizer
 
-    if not doc.get("normalizer"):
-        raise ReslearnError("the checkpoint carries no input normaliser statistics")
-    return Normalizer.from_state_dict(tensors_from_json(doc["normalizer"])).to(device)
+    if doc.get("normalizer"):
+        return Normalizer.from_state_dict(tensors_from_json(doc["normalizer"])).to(device)
+    if _data_name(doc) == "imagefolder":  # checkpoints written before the trainer recorded it
+        from ..data.transforms import imagenet_normalizer
+
+        return imagenet_normalizer().to(device)
+    raise ReslearnError("the checkpoint carries no input normaliser statistics")
+
+
+def _image_classifier(doc: dict[str, Any], path: str | Path, command: str) -> None:
+    """Refuse, in one line, a checkpoint that is not an image classifier (speech, steganalysis,
+    age/gender): its inputs and outputs are not images and classes."""
+    name = _data_name(doc)
+    if name in APP_DATA:
+        raise ReslearnError(f"{path} is a {name} model, not an image classifier; reslearn {command} takes image "
+                            f"classifiers (its metrics are in the run's final.json; keyword spotting: reslearn analyze roc)")
+
+
+def _load_classifier(path: str | Path, *, device: str, fast: bool, command: str):
+    """``(model, doc, device)`` of an image-classifier checkpoint (on the fast path if ``fast``)."""
+    dev = select_device(device, key="--device")
+    model, doc = load_model(path, device=dev)
+    _image_classifier(doc, path, command)
+    return _fast(model, doc, fast), doc, dev
 
 
 def _fast(model, doc: dict[str, Any], fast: bool):
@@ -53,29 +78,22 @@ def errors_from_probs(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, fl
             "top5_err": 100 * topk_wrong(probs, labels, 5) / n, "n": len(labels)}
 
 
-@torch.no_grad()
-def collect_probs(path: str | Path, *, root: str | None = None, dataset: str | None = None,
-                  split: str = "test", ten_crop: bool = False, multi_scale: bool = False,
-                  scales: Sequence[int] | None = None, batch_size: int = 256, device: str = "cpu",
-                  limit: int = 0, fast: bool = True):
-    """Softmax outputs of the model in ``path`` over ``split``: ``(probs, labels, doc, mode)``.
-    ``fast`` runs the BN-folded channels_last model (same function, fp32). ``scales``: the
-    multi-scale test's shorter sides (default: :func:`_views`)."""
-    if batch_size < 1:
-        raise ReslearnError(f"batch size must be >= 1; got {batch_size}")
-    if scales is not None and (not scales or min(scales) < 1):
-        raise ReslearnError(f"multi-scale test sizes must be >= 1 pixel; got {list(scales)}")
-    dev = select_device(device, key="--device")
-    model, doc = load_model(path, device=dev)
-    model = _fast(model, doc, fast)
+def eval_split(doc: dict[str, Any], *, split: str = "test", root: str | None = None, dataset: str | None = None,
+               limit: int = 0, shared_classes: bool = False, transform: Callable | None = None):
+    """The images of ``split`` ("train", "val" or "test") of the data set a checkpoint records (or
+    ``dataset`` / ``root``), labelled as positions in the checkpoint's classes, matched by name
+    (a missing or extra class: an error, or with ``shared_classes`` a warning); ``limit`` keeps
+    the first ``limit`` (a fixed random ``limit`` of an image folder; :func:`subset_index`).
+
+    Returns ``(cfg, ds)``: an ``ArrayDataset`` (uint8) for in-memory sets, else a map-style
+    dataset of ``(transform(image), label)`` over the folder's val/ (else test/) or train/ split.
+    The one place eval, ensemble, analyze and export build a checkpoint's evaluation data."""
     cfg = _data_cfg(doc, root=root, dataset=dataset)
-    if cfg.name in APP_DATA:  # their own tasks and metrics: final.json, or e.g. `analyze roc`
-        raise ReslearnError(f"reslearn eval takes image classifiers; {path} was trained on {cfg.name} "
-                            f"(its metrics are in the run's final.json; keyword spotting: reslearn analyze roc)")
+    if cfg.name in APP_DATA:
+        raise ReslearnError(f"{cfg.name} is not an image classification data set")
+    classes = doc.get("classes") or None
     if cfg.name in IN_MEMORY:
-        if ten_crop or multi_scale:
-            raise ReslearnError("--ten-crop/--multi-scale are for ImageFolder (ImageNet-style) data")
-        train, test = _load_arrays(cfg)
+        train, test = _load_arrays(replace(cfg, shared_classes=shared_classes), classes=classes)
         if split == "val":
             from ..data.arrays import train_val_split
 
@@ -83,19 +101,52 @@ def collect_probs(path: str | Path, *, root: str | None = None, dataset: str | N
                 raise ReslearnError("this run held out no validation split (data.val_size=0)")
             _, ds = train_val_split(train, val_size=cfg.val_size, seed=cfg.split_seed)
         else:
-            ds = test
+            ds = train if split == "train" else test
+        if classes:
+            ds = ds.relabel(classes, shared=shared_classes, where=f"{cfg.root or cfg.name} ({split})")
         index = subset_index(len(ds), limit, cfg)
-        if index is not None:
-            ds = ds.subset(index)
-        if ds.images.shape[1] != doc["in_chans"]:
-            raise ReslearnError(f"the model takes {doc['in_chans']} channels; {cfg.name} has {ds.images.shape[1]}")
-        src = InMemorySource(ds.images, ds.labels, batch_size=batch_size, normalize=_normalizer(doc, dev), device=dev)
-        probs, labels = [], []
-        for x, y in src.iter_epoch(0):
-            probs.append(F.softmax(model(x).float(), -1))
-            labels.append(y)
-        return torch.cat(probs), torch.cat(labels), doc, "single"
-    return _probs_folder(model, doc, cfg, split, ten_crop, multi_scale, scales, batch_size, dev, limit)
+        return cfg, ds if index is None else ds.subset(index)
+    from ..data.folder import ImageFolderDataset
+
+    if not cfg.root:
+        raise ReslearnError("the checkpoint records no image folder; pass --data DIR")
+    ds = ImageFolderDataset(cfg.root, split="train" if split == "train" else "val", transform=transform,
+                            on_error=cfg.on_bad_file, classes=classes, shared_classes=shared_classes)
+    if classes is None and len(ds.classes) != doc.get("model_kwargs", {}).get("num_classes", len(ds.classes)):
+        raise ReslearnError(f"{cfg.root} has {len(ds.classes)} classes, the model {doc['model_kwargs']['num_classes']}")
+    index = subset_index(len(ds), limit, cfg)
+    return cfg, ds if index is None else torch.utils.data.Subset(ds, index.tolist())
+
+
+@torch.no_grad()
+def collect_probs(path: str | Path, *, root: str | None = None, dataset: str | None = None,
+                  split: str = "test", ten_crop: bool = False, multi_scale: bool = False,
+                  scales: Sequence[int] | None = None, batch_size: int = 256, device: str = "cpu",
+                  limit: int = 0, fast: bool = True, shared_classes: bool = False):
+    """Softmax outputs of the model in ``path`` over ``split``: ``(probs, labels, doc, mode)``.
+    ``fast`` runs the BN-folded channels_last model (same function, fp32); ``scales``: the
+    multi-scale test's shorter sides (default: :func:`_views`); ``shared_classes`` as
+    :func:`eval_split`."""
+    if batch_size < 1:
+        raise ReslearnError(f"batch size must be >= 1; got {batch_size}")
+    if scales is not None and (not scales or min(scales) < 1):
+        raise ReslearnError(f"multi-scale test sizes must be >= 1 pixel; got {list(scales)}")
+    model, doc, dev = _load_classifier(path, device=device, fast=fast, command="eval")
+    cfg = _data_cfg(doc, root=root, dataset=dataset)
+    if cfg.name not in IN_MEMORY:
+        return _probs_folder(model, doc, cfg, split, ten_crop, multi_scale, scales, batch_size, dev, limit,
+                             shared_classes)
+    if ten_crop or multi_scale:
+        raise ReslearnError("--ten-crop/--multi-scale are for ImageFolder (ImageNet-style) data")
+    _, ds = eval_split(doc, split=split, root=root, dataset=dataset, limit=limit, shared_classes=shared_classes)
+    if ds.images.shape[1] != doc["in_chans"]:
+        raise ReslearnError(f"the model takes {doc['in_chans']} channels; {cfg.name} has {ds.images.shape[1]}")
+    src = InMemorySource(ds.images, ds.labels, batch_size=batch_size, normalize=_normalizer(doc, dev), device=dev)
+    probs, labels = [], []
+    for x, y in src.iter_epoch(0):
+        probs.append(F.softmax(model(x).float(), -1))
+        labels.append(y)
+    return torch.cat(probs), torch.cat(labels), doc, "single"
 
 
 def evaluate_checkpoint(path: str | Path, **kw: Any) -> dict[str, Any]:
@@ -135,9 +186,8 @@ def _views(doc: dict[str, Any], mode: str, scales: Sequence[int] | None) -> dict
     return {"crop": crop, "resize": eval_resize(crop)}
 
 
-def _probs_folder(model, doc, cfg, split, ten_crop, multi_scale, scales, batch_size, dev, limit):
+def _probs_folder(model, doc, cfg, split, ten_crop, multi_scale, scales, batch_size, dev, limit, shared_classes):
     from ..data import testtime, transforms
-    from ..data.folder import ImageFolderDataset
 
     mode = "10-crop" if ten_crop else "multi-scale" if multi_scale else "center-crop"
     views = _views(doc, mode, scales)
@@ -152,13 +202,12 @@ def _probs_folder(model, doc, cfg, split, ten_crop, multi_scale, scales, batch_s
                          transforms._normalize(transforms.IMAGENET_MEAN, None), v2.ToPureTensor()])
     else:
         tf = transforms.imagenet_eval_transform(crop=crop, resize=resize)
-    ds = ImageFolderDataset(cfg.root, split=split, transform=tf, on_error=cfg.on_bad_file)
-    index = subset_index(len(ds), limit, cfg)
-    idx = range(len(ds)) if index is None else index.tolist()
+    _, ds = eval_split(doc, split=split, root=cfg.root, dataset=cfg.name, limit=limit,
+                       shared_classes=shared_classes, transform=tf)
     bs = 1 if multi_scale else max(1, batch_size // (10 if ten_crop else 1))
     probs, labels = [], []
-    for start in range(0, len(idx), bs):
-        items = [ds[i] for i in idx[start : start + bs]]
+    for start in range(0, len(ds), bs):
+        items = [ds[i] for i in range(start, min(start + bs, len(ds)))]
         labels.append(torch.tensor([int(t) for _, t in items], device=dev))
         if ten_crop:
             probs.append(testtime.predict_ten_crop(model, torch.stack([x for x, _ in items]).to(dev)))
@@ -170,20 +219,24 @@ def _probs_folder(model, doc, cfg, split, ten_crop, multi_scale, scales, batch_s
 
 
 def _read_image(path: str | Path, doc: dict[str, Any]) -> torch.Tensor:
-    """uint8 (C, H, W): decoded, shorter side to the training size, centre crop (the test-time
-    view of the training data)."""
-    from torchvision.io import ImageReadMode, decode_image
+    """uint8 (C, H, W), decoded as training decodes (:func:`reslearn.data.folder.read_image_file`),
+    then the test-time view of the training data: image folders as ``eval`` (shorter side to
+    256/224 of the crop, centre crop), in-memory sets shorter side to the training size, centre crop."""
     from torchvision.transforms.v2 import functional as TF
 
-    p = Path(path)
-    if not p.is_file():
-        raise ReslearnError(f"image {p} not found")
-    try:
-        img = decode_image(str(p), mode=ImageReadMode.GRAY if doc["in_chans"] == 1 else ImageReadMode.RGB)
-    except Exception as e:
-        raise ReslearnError(f"cannot decode image {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    h, w = doc["image_size"]
-    return TF.center_crop(TF.resize(img, [min(h, w)], antialias=True), [h, w])
+    from ..data.folder import read_image_file
+
+    img = read_image_file(path, channels=1 if doc["in_chans"] == 1 else 3)
+    return TF.center_crop(TF.resize(img, [eval_resize(doc)], antialias=True), list(doc["image_size"]))
+
+
+def eval_resize(doc: dict[str, Any]) -> int:
+    """The shorter side a checkpoint's test images are resized to before the centre crop: 256/224
+    of the crop for the ImageFolder path (``imagenet_eval_transform``), else the training size."""
+    from ..data.transforms import eval_resize as folder_resize
+
+    side = min(doc["image_size"])
+    return folder_resize(side) if _data_name(doc) == "imagefolder" else side
 
 
 def image_inputs(doc: dict[str, Any], images: Sequence[str | Path], *, device: str = "cpu") -> torch.Tensor:
@@ -198,9 +251,7 @@ def predict_images(path: str | Path, images: Sequence[str | Path], *, topk: int 
     """Top-``topk`` classes with probabilities for each image file (``fast``: as :func:`collect_probs`)."""
     if topk < 1:
         raise ReslearnError(f"topk must be >= 1 (the number of classes to list); got {topk}")
-    dev = select_device(device, key="--device")
-    model, doc = load_model(path, device=dev)
-    model = _fast(model, doc, fast)
+    model, doc, dev = _load_classifier(path, device=device, fast=fast, command="predict")
     classes = doc.get("classes") or [str(i) for i in range(model.num_classes)]
     out = []
     for img_path in images:
@@ -215,22 +266,12 @@ def real_inputs(doc: dict[str, Any], *, split: str, n: int, root: str | None = N
     """``n`` images of ``split`` ("train" or "test") of the checkpoint's own data set, as the
     model's float32 input: ``(inputs, labels, description)``. In-memory sets (CIFAR, MNIST-like)
     take their first ``n``, image folders a fixed random ``n``, as ``eval --limit`` does."""
-    cfg = _data_cfg(doc, root=root, dataset=None)
-    if cfg.name in APP_DATA:
-        raise ReslearnError(f"{cfg.name} is not an image data set")
-    if cfg.name in IN_MEMORY:
-        train, test = _load_arrays(cfg)
-        ds = train if split == "train" else test
-        index = subset_index(len(ds), n, cfg)
-        ds = ds if index is None else ds.subset(index)
-        return _normalizer(doc, torch.device("cpu"))(ds.images), ds.labels, f"{cfg.name} {split}"
     from ..data import transforms
-    from ..data.folder import ImageFolderDataset
 
     crop = doc["image_size"][0]
     tf = transforms.imagenet_eval_transform(crop=crop, resize=transforms.eval_resize(crop))
-    ds = ImageFolderDataset(cfg.root, split="train" if split == "train" else "val", transform=tf,
-                            on_error=cfg.on_bad_file)
-    index = subset_index(len(ds), n, cfg)
-    items = [ds[i] for i in (range(len(ds)) if index is None else index.tolist())]
+    cfg, ds = eval_split(doc, split=split, root=root, limit=n, transform=tf)
+    if cfg.name in IN_MEMORY:
+        return _normalizer(doc, torch.device("cpu"))(ds.images), ds.labels, f"{cfg.name} {split}"
+    items = [ds[i] for i in range(len(ds))]
     return torch.stack([x for x, _ in items]), torch.tensor([int(t) for _, t in items]), f"{cfg.root} {split}"

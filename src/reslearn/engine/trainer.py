@@ -48,12 +48,12 @@ from ..errors import Interrupted, ReslearnError
 from ..models.base import ClassifierModel
 from ..registry import create_model, model_info
 from ..results import machine_description
+from ..tasks import ClassificationTask, Task
 from .data import DataBundle, build_data
 from .device import auto_threads, auto_workers, select_device
 from .logging import MetricLogger, Progress
 from .rundir import check_run_dir, clear_run, lock_run_dir
 from .schedule import LRPolicy
-from .task import ClassificationTask, Task
 
 __all__ = ["train", "select_device", "git_commit", "Trainer", "NonFiniteLoss", "find_latest_checkpoint",
            "build_optimizer", "resolve_model_kwargs", "init_distributed", "wrap_distributed", "default_run_dir"]

@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-import shutil
-import tarfile
+import re
 import tempfile
-import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -39,10 +37,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..data.download import extract_tar, fetch
 from ..data.source import batch_generator
-from ..engine.task import ClassificationTask
 from ..errors import ReslearnError
 from ..models.base import check_choice
+from ..tasks import ClassificationTask
 from .audio import fit_length, read_wav
 from .batching import ShardedOrder, sharding_for
 from .features import MFCC, compute_in_chunks, frame_count
@@ -53,6 +52,7 @@ __all__ = [
     "SILENCE",
     "UNKNOWN",
     "SPLITS",
+    "which_set",
     "URLS",
     "KWSSplit",
     "KWSAugment",
@@ -134,10 +134,37 @@ def _read_list(root: Path, name: str) -> set[str]:
     path = root / name
     if not path.is_file():
         raise ReslearnError(
-            f"{root} is not a Speech Commands folder: {name} is missing "
-            f"(download with reslearn.speech.commands.download_speech_commands)"
+            f"{root} is not a Speech Commands folder: {name} is missing (write it: one clip per line as "
+            f"<word>/<file>.wav, the clips held out of training; or set data.options.split_by_hash=true to "
+            f"split by speaker as Google's which_set does; or download the data set with "
+            f"reslearn.speech.commands.download_speech_commands)"
         )
     return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+
+
+_MAX_PER_CLASS = 2**27 - 1  # ~134M; Google's MAX_NUM_WAVS_PER_CLASS
+
+
+def which_set(rel: str, *, val_percent: float = 10.0, test_percent: float = 10.0) -> str:
+    """"train", "val" or "test" for clip ``rel`` by Google's rule for Speech Commands
+    (tensorflow/examples/speech_commands/input_data.py, ``which_set``): the SHA-1 of the file name
+    less its ``_nohash_*`` suffix (the speaker), as a percentage; so all clips of a speaker land
+    in one split, and a split stays put as clips are added. The data set's list files were made
+    this way."""
+    speaker = re.sub(r"_nohash_.*$", "", Path(rel).name)
+    digest = int(hashlib.sha1(speaker.encode()).hexdigest(), 16)
+    percent = (digest % (_MAX_PER_CLASS + 1)) * (100.0 / _MAX_PER_CLASS)
+    return "val" if percent < val_percent else "test" if percent < val_percent + test_percent else "train"
+
+
+def _warn_missing(root: Path, listed: set[str]) -> None:
+    """Warn (once per message) when the list files name clips that are not there: a partial copy
+    of the data set would otherwise give val and test splits far smaller than the lists say."""
+    missing = sorted(r for r in listed if not (root / r).is_file())
+    if missing:
+        warnings.warn(f"{root}: validation_list.txt and testing_list.txt name {len(listed)} clips, {len(missing)} "
+                      f"of them missing (first: {missing[0]}); using the {len(listed) - len(missing)} found",
+                      stacklevel=3)
 
 
 def _word_folders(root: Path) -> list[str]:
@@ -162,6 +189,7 @@ def load_speech_commands(
     silence_share: float = 0.1,
     unknown_share: float = 0.1,
     seed: int = 0,
+    split_by_hash: bool = False,
 ) -> KWSSplit:
     """Load ``split`` ("train", "val", "test") of the keyword task from a Speech Commands folder.
 
@@ -171,6 +199,8 @@ def load_speech_commands(
             folders supply "unknown".
         silence_share / unknown_share: silence and unknown clips per keyword clip of the split.
         seed: draws the unknown clips and the silence cuts (with the split).
+        split_by_hash: assign clips to splits by :func:`which_set` (10% val, 10% test, by
+            speaker) instead of the list files, for a folder that has none.
     """
     check_choice("split", split, SPLITS)
     for name, share in (("silence_share", silence_share), ("unknown_share", unknown_share)):
@@ -182,7 +212,9 @@ def load_speech_commands(
     root = Path(root).expanduser()
     if not root.is_dir():
         raise ReslearnError(f"Speech Commands folder {root} does not exist")
-    val, test = _read_list(root, "validation_list.txt"), _read_list(root, "testing_list.txt")
+    if not split_by_hash:
+        val, test = _read_list(root, "validation_list.txt"), _read_list(root, "testing_list.txt")
+        _warn_missing(root, val | test)
     available = _word_folders(root)
     missing = [w for w in words if w not in available]
     if missing:
@@ -192,6 +224,8 @@ def load_speech_commands(
         )
 
     def in_split(rel: str) -> bool:
+        if split_by_hash:
+            return which_set(rel) == split
         tag = "val" if rel in val else "test" if rel in test else "train"
         return tag == split
 
@@ -222,7 +256,7 @@ def load_speech_commands(
     if n_silence and not noise:
         raise ReslearnError(
             f"silence clips need background noise in {root / NOISE_FOLDER} (recordings longer than "
-            f"1 s); none found: pass silence_share=0"
+            f"1 s); none found: set data.options.silence_share=0 (no silence class examples)"
         )
     for _ in range(n_silence):
         k = int(rng.integers(len(noise)))
@@ -401,7 +435,7 @@ def find_speech_commands(root: str | Path = "") -> Path:
     one of ``DEFAULT_FOLDERS`` under the default data roots (Google's copy before the Arabic)."""
     if root:
         return Path(root).expanduser()
-    from ..engine.data import default_data_roots
+    from ..data.bundle import default_data_roots
 
     roots = default_data_roots()
     for folder in (r / name for r in roots for name in DEFAULT_FOLDERS):
@@ -447,6 +481,7 @@ def kws_sources(
     time_shift_ms: float = 100.0,
     noise_prob: float = 0.8,
     noise_volume: float = 0.1,
+    split_by_hash: bool = False,
     device: torch.device | str = "cpu",
     rank: int = 0,
     world_size: int = 1,
@@ -462,7 +497,7 @@ def kws_sources(
         train = split == "train"
         data = load_speech_commands(
             root, split=split, words=words, silence_share=silence_share,
-            unknown_share=unknown_share, seed=split_seed,
+            unknown_share=unknown_share, seed=split_seed, split_by_hash=split_by_hash,
         )
         data = _random_subset(data, train_subset if train else eval_subset, split_seed)
         out[split] = KWSSource(
@@ -517,6 +552,7 @@ def build_bundle(
     noise_volume: float = 0.1,
     eval_batch_size: int = 256,
     eval_splits: Sequence[str] = ("val", "test"),
+    split_by_hash: bool = False,
 ):
     """The engine's ``DataBundle`` for ``data.name: speech-commands`` (``engine.data.APP_DATA``).
 
@@ -525,15 +561,16 @@ def build_bundle(
     ``data.train_subset`` / ``data.test_subset`` (val and test) take random subsets;
     ``data.augment: none`` turns the time shift and noise off (and caches the training MFCC).
     ``eval_splits``: the splits evaluated during training (e.g. ``[test]`` to save time).
+    ``split_by_hash``: splits by :func:`which_set` instead of the list files.
     """
-    from ..engine.data import DataBundle
+    from ..data.bundle import DataBundle
 
     if not eval_splits or not set(eval_splits) <= {"val", "test"}:
         raise ValueError(f"eval_splits must name val and/or test; got {list(eval_splits)!r}")
     opts = source_options(
         cfg, words=words, silence_share=silence_share, unknown_share=unknown_share,
         time_shift_ms=time_shift_ms, noise_prob=noise_prob, noise_volume=noise_volume,
-        eval_batch_size=eval_batch_size,
+        eval_batch_size=eval_batch_size, split_by_hash=split_by_hash,
     )
     srcs = kws_sources(
         batch_size=batch_size, splits=("train", *eval_splits), seed=seed, device=device,
@@ -579,25 +616,6 @@ class KWSTask(ClassificationTask):
         return torch.cat(probs), torch.cat(labels)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _safe_extract(tar: tarfile.TarFile, dest: Path) -> None:
-    if hasattr(tarfile, "data_filter"):  # Python 3.12, and 3.10.12 / 3.11.4 backports
-        tar.extractall(dest, filter="data")
-        return
-    for member in tar.getmembers():
-        target = (dest / member.name).resolve()
-        if not target.is_relative_to(dest.resolve()) or member.issym() or member.islnk():
-            raise ReslearnError(f"unsafe path in archive: {member.name}")
-    tar.extractall(dest)
-
-
 def download_speech_commands(
     root: str | Path, *, version: int = 1, url: str | None = None, sha256: str | None = None
 ) -> Path:
@@ -615,25 +633,13 @@ def download_speech_commands(
     url = url or URLS[version]
     expected = sha256 if sha256 is not None else (SHA256[version] if url == URLS[version] else None)
     root.parent.mkdir(parents=True, exist_ok=True)
+
+    def check(folder: Path) -> None:
+        if not (folder / "testing_list.txt").is_file():
+            raise ReslearnError(f"{url} is not a Speech Commands archive (no testing_list.txt)")
+
     with tempfile.TemporaryDirectory(dir=root.parent, prefix=".reslearn-gsc-") as tmp:
         archive = Path(tmp) / "archive.tar.gz"
-        try:
-            with urllib.request.urlopen(url) as response, open(archive, "wb") as out:
-                shutil.copyfileobj(response, out, length=1 << 20)
-        except OSError as e:  # URLError is an OSError
-            raise ReslearnError(f"download of {url} failed: {e}") from None
-        if expected is not None and _sha256(archive) != expected:
-            raise ReslearnError(f"checksum mismatch for {url}: the download is corrupt; try again")
-        staging = Path(tmp) / "unpacked"
-        staging.mkdir()
-        try:
-            with tarfile.open(archive) as tar:
-                _safe_extract(tar, staging)
-        except (tarfile.TarError, OSError) as e:
-            raise ReslearnError(f"cannot unpack {url}: {e}") from None
-        if not (staging / "testing_list.txt").is_file():
-            raise ReslearnError(f"{url} is not a Speech Commands archive (no testing_list.txt)")
-        if root.exists():
-            root.rmdir()
-        os.replace(staging, root)
+        fetch(url, archive, digest=expected, algorithm="sha256")
+        extract_tar(archive, root, check=check)
     return root

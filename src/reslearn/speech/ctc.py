@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..engine.task import Task
 from ..models.base import ClassifierModel, check_choice
+from ..tasks import Task
 from .metrics import edit_distance
 
 __all__ = ["greedy_decode", "output_lengths", "CTCTask"]

@@ -325,7 +325,7 @@ def find_digit_folder(root: str | Path = "") -> Path:
     if root:
         root = Path(root).expanduser()
         return root / "recordings" if (root / "recordings").is_dir() else root
-    from ..engine.data import default_data_roots
+    from ..data.bundle import default_data_roots
 
     roots = default_data_roots()
     for folder in (r / "fsdd" / "recordings" for r in roots):
@@ -363,7 +363,7 @@ def build_bundle(
     ``data.split_seed``, evaluated by ``CTCTask`` (word error rate). A model for ``n_mels`` other
     than 80 needs ``model.kwargs.n_bins`` to match; ``frame_ms`` is the frame shift
     (``log_mel_frames``); ``ctc_normalize`` is ``CTCTask(normalize=)``."""
-    from ..engine.data import DataBundle
+    from ..data.bundle import DataBundle
     from .ctc import CTCTask
 
     folder = find_digit_folder(cfg.root)

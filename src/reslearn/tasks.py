@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data.source import BatchSource
+from .data.source import BatchSource
 
 __all__ = ["Task", "ClassificationTask"]
 
