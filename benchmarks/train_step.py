@@ -12,6 +12,9 @@ eager fp32, and the achieved GFLOP/s of the step: the model's multiply-adds
 (the backward costs two forwards: input and weight gradients), beside the measured fp32 (and
 bf16) matmul peak of torch.mm on large square matrices with the same threads.
 
+``--device cuda`` times the same variants on a GPU (benchmarks/gpu_spell.py does), where
+``--compile-mode reduce-overhead`` replays CUDA graphs.
+
 Usage:
     python benchmarks/train_step.py [--batch 128] [--threads 2] [--repeats 7] [--json out.json]
     python benchmarks/train_step.py --quick     # smoke run: tiny width and batch, 2 repeats, no compile
@@ -68,22 +71,23 @@ def variants(*, bf16: bool, compile: bool) -> list[Variant]:
     return out
 
 
-def build_step(variant: Variant, *, width: int, batch: int, seed: int = 0
-               ) -> tuple[Callable[[], float], nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+def build_step(variant: Variant, *, width: int, batch: int, seed: int = 0, device: str = "cpu",
+               compile_mode: str = "default") -> tuple[Callable[[], float], nn.Module, tuple[torch.Tensor, torch.Tensor]]:
     """``(step, model, batch)``: ``step()`` runs one SGD step (lr 0.1, momentum 0.9, weight decay
     1e-4, the paper's) on the fixed batch and returns its loss. Same seed: same weights and batch
     in every variant."""
     torch.manual_seed(seed)
     model = create_model("resnet20", width=width)
     x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    model, x, y = model.to(device), x.to(device), y.to(device)
     if variant.channels_last:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    fwd = torch.compile(model) if variant.compile else model  # as the engine's train.compile does
+    fwd = torch.compile(model, mode=compile_mode) if variant.compile else model  # as train.compile does
     model.train()
 
     def step() -> float:
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if variant.bf16 else contextlib.nullcontext()
+        ctx = torch.autocast(x.device.type, dtype=torch.bfloat16) if variant.bf16 else contextlib.nullcontext()
         with ctx:
             loss = F.cross_entropy(fwd(x).float(), y)
         opt.zero_grad(set_to_none=True)
@@ -100,34 +104,43 @@ def run_steps(variant: Variant, *, steps: int, width: int = 16, batch: int = 128
     return [step() for _ in range(steps)], model
 
 
-def matmul_gflops(n: int, dtype: torch.dtype, repeats: int) -> float:
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def matmul_gflops(n: int, dtype: torch.dtype, repeats: int, device: str = "cpu") -> float:
     """Measured GFLOP/s of torch.mm on n x n matrices (2 n^3 FLOPs), median over repeats."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     torch.mm(a, b)  # warm-up
     times = []
     for _ in range(repeats):
+        sync(device)
         t0 = time.perf_counter()
         torch.mm(a, b)
+        sync(device)
         times.append(time.perf_counter() - t0)
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
 def time_variants(vs: list[Variant], *, width: int, batch: int, iters: int, warmup: int,
-                  repeats: int) -> dict[Variant, list[float]]:
+                  repeats: int, device: str = "cpu", compile_mode: str = "default") -> dict[Variant, list[float]]:
     """Images/s of each variant's repeats, timed round robin after ``warmup`` steps each (the
     first call of a compiled step compiles it: part of the warm-up)."""
     steps = {}
     for v in vs:
-        step, _, _ = build_step(v, width=width, batch=batch)
+        step, _, _ = build_step(v, width=width, batch=batch, device=device, compile_mode=compile_mode)
         for _ in range(warmup):
             step()
         steps[v] = step
     rates: dict[Variant, list[float]] = {v: [] for v in vs}
     for _ in range(repeats):
         for v, step in steps.items():
+            sync(device)
             t0 = time.perf_counter()
             for _ in range(iters):
-                step()
+                step()  # returns the loss as a float: one device sync per step, as the engine has
+            sync(device)
             rates[v].append(batch * iters / (time.perf_counter() - t0))
     return rates
 
@@ -156,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--matmul-n", type=int, default=2048)
     p.add_argument("--bf16", action="store_true", help="time bf16 even without native bf16 (emulated: slow)")
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--device", default="cpu", help="cpu | cuda (a GPU has bf16; the peak is its matmul)")
+    p.add_argument("--compile-mode", default="default", help="torch.compile mode (reduce-overhead: CUDA graphs)")
     p.add_argument("--quick", action="store_true", help="smoke run: width 4, batch 8, 2 repeats of 2, no compile")
     p.add_argument("--json", help="also write the lines and the machine to this file")
     a = p.parse_args(argv)
@@ -164,20 +179,24 @@ def main(argv: list[str] | None = None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     info = machine()
-    bf16 = has_bf16(info) or a.bf16
+    bf16 = has_bf16(info) or a.bf16 or a.device.startswith("cuda")
+    if a.device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(a.device)
+        print(f"gpu: {info['gpu']}")
     print(f"cpu: {info['cpu']}; flags: {' '.join(info['flags']) or '-'}; threads {info['threads']}; "
           f"torch {info['torch']}; python {info['python']}; commit {info['commit']}; load {info['load_avg']}")
     if not bf16:
         print("bf16: skipped (no avx512_bf16 / amx_bf16 on this CPU; --bf16 times it emulated)")
     macs = count_macs(create_model("resnet20", width=a.width), (3, 32, 32))
     step_flops = 2 * macs * 3  # per image: FLOPs = 2 x multiply-adds; forward + backward = 3 forwards
-    peaks = {"fp32": matmul_gflops(a.matmul_n, torch.float32, a.repeats)}
+    peaks = {"fp32": matmul_gflops(a.matmul_n, torch.float32, a.repeats, a.device)}
     if bf16:
-        peaks["bf16"] = matmul_gflops(a.matmul_n, torch.bfloat16, a.repeats)
+        peaks["bf16"] = matmul_gflops(a.matmul_n, torch.bfloat16, a.repeats, a.device)
     print(f"resnet20 (width {a.width}): {macs / 1e6:.1f}M multiply-adds per image, step {step_flops / 1e6:.0f} MFLOP "
           f"per image; matmul peak ({a.matmul_n}^2): " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items()))
     rates = time_variants(variants(bf16=bf16, compile=not a.no_compile), width=a.width, batch=a.batch,
-                          iters=a.iters, warmup=a.warmup, repeats=a.repeats)
+                          iters=a.iters, warmup=a.warmup, repeats=a.repeats, device=a.device,
+                          compile_mode=a.compile_mode)
     rows = report(rates, step_flops_per_image=step_flops, peaks=peaks)
     print(f"batch {a.batch}, {a.repeats} repeats of {a.iters} steps (median; min-max):")
     print(f"{'variant':<34}{'img/s':>9}{'x eager':>9}{'GFLOP/s':>9}{'of peak':>9}   range")

@@ -146,6 +146,9 @@ class TrainConfig:
     channels_last: bool = False
     amp: str = "none"  # none | bf16 | fp16
     compile: bool = False
+    # torch.compile's mode: reduce-overhead replays CUDA graphs (one launch for a small net's
+    # hundreds of kernels: launch-bound GPUs); on the CPU every mode is inductor's C++ code.
+    compile_mode: str = "default"
     sync_bn: bool = False  # SyncBatchNorm under DDP (CUDA only)
     eval_every: int = 1000  # iterations; the final iteration is always evaluated
     log_every: int = 50
@@ -184,6 +187,7 @@ _CHOICES = {
     "schedule.onecycle_anneal": ("cos", "linear"),
     "schedule.warmup_kind": ("constant", "linear"),
     "train.amp": ("none", "bf16", "fp16"),
+    "train.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
 }
 
 

@@ -294,7 +294,7 @@ class Trainer:
         self.model, self.ddp = wrap_distributed(model, dist_info=self.dist, device=self.device, sync_bn=t.sync_bn)
         self.forward_model: nn.Module = self.ddp or self.model
         if t.compile:
-            self.forward_model = torch.compile(self.forward_model)
+            self.forward_model = torch.compile(self.forward_model, mode=t.compile_mode)
         self.optimizer = build_optimizer(param_groups(self.model, cfg.optim), cfg.optim)
         self.ema = build_ema(self.model, t.ema_decay)
         # what evaluation sees and model/best.safetensors hold: the averaged weights when there are any
