@@ -229,3 +229,18 @@ def test_fast_recipe_header_and_schedule():
     epochs = cfg.schedule.iterations / (50000 // cfg.optim.batch_size)
     assert epochs <= 30 and math.isclose(epochs, round(epochs))
     assert cfg.schedule.kind == "onecycle" and cfg.optim.nesterov and cfg.optim.label_smoothing > 0
+
+
+def test_compare_records_one_row_per_seed(cifar_root, tmp_path):
+    """`reslearn compare resnet20 --recipe cifar10_fast --seeds N --record DIR`: the rows the
+    fast recipe's measurement adds to docs/results/cifar10_fast.csv."""
+    from reslearn.experiments import compare
+    from reslearn.results import read_results
+
+    over = _fast_tiny(cifar_root) + ["schedule.iterations=8", "train.eval_every=4"]
+    compare(["resnet20"], recipe="cifar10_fast", overrides=over, out_dir=tmp_path / "runs", seeds=[0, 1],
+            record=tmp_path / "results")
+    rows = read_results(tmp_path / "results" / "cifar10_fast.csv")
+    assert [(r["experiment"], r["model"], r["recipe"], r["seed"], r["iterations"]) for r in rows] == [
+        ("cifar10_fast", "resnet20", "cifar10_fast", "0", "8"), ("cifar10_fast", "resnet20", "cifar10_fast", "1", "8")]
+    assert float(rows[0]["epochs"]) == 1.0 and all(0 <= float(r["test_err"]) <= 100 for r in rows)
