@@ -40,6 +40,7 @@ class _Batches:
     ("train.ema_decay=1.0", "ema_decay"),
     ("schedule.onecycle_anneal=exp", "must be one of cos, linear"),
     ("optim.momentum=0", "nesterov needs optim.momentum"),
+    ("train.compile_mode=fastest", "must be one of default, reduce-overhead"),
 ])
 def test_bad_values_are_one_line_errors(override, match):
     with pytest.raises(ReslearnError, match=match):
@@ -222,8 +223,8 @@ def test_fast_recipe_header_and_schedule():
     epochs of the whole 50k training set."""
     path = ROOT / "src" / "reslearn" / "recipes" / "cifar10_fast.yaml"
     first = path.read_text().splitlines()[0]
-    assert "8.75%" in first and "30 epochs" in first
-    assert "NOT yet measured" in path.read_text() or "measured" in first
+    assert "resnet20 <= 8.75% test error in <= 30 epochs (mean of 3 seeds)" in first
+    assert "NOT yet measured" in first  # until the lead's 3 seeds are in docs/results/cifar10_fast.csv
     cfg = load_config("cifar10_fast")
     assert cfg.model.name == "resnet20" and not cfg.model.kwargs and cfg.data.val_size == 0
     epochs = cfg.schedule.iterations / (50000 // cfg.optim.batch_size)
