@@ -57,7 +57,8 @@ from .schedule import LRPolicy
 from .task import ClassificationTask, Task
 
 __all__ = ["train", "select_device", "git_commit", "Trainer", "NonFiniteLoss", "find_latest_checkpoint",
-           "build_optimizer", "param_groups", "build_ema", "build_task", "resolve_model_kwargs", "init_distributed", "wrap_distributed", "default_run_dir"]
+           "build_optimizer", "param_groups", "build_ema", "build_task", "resolve_model_kwargs",
+           "init_distributed", "wrap_distributed", "default_run_dir"]
 
 
 class NonFiniteLoss(ReslearnError):
@@ -396,9 +397,9 @@ class Trainer:
         self.final = meta.get("final", {})
 
     def _load_ema(self, tensors: dict[str, torch.Tensor], path: Path) -> None:
-        ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
         if self.ema is None:
             return
+        ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
         if not ema:
             raise ReslearnError(f"{path} holds no weight average, but the config has train.ema_decay="
                                 f"{self.cfg.train.ema_decay}")
