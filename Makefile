@@ -22,6 +22,7 @@ data: $(DATA_DEPS)
 bench: $(STAMP) data
 	$(PY) benchmarks/pipeline.py --data .data
 	$(PY) benchmarks/inference.py --data .data
+	$(PY) benchmarks/train_step.py
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile -q $(PYTEST_ARGS)

@@ -294,6 +294,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "-o", default="runs/compare")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per model (mean +- std)")
     p.add_argument("--jobs", "-j", type=int, default=1, help="train this many models at once")
+    p.add_argument("--record", metavar="DIR", help="also add one results row per run to DIR/<recipe>.csv "
+                   "(e.g. docs/results)")
     p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="key=value")
     p.set_defaults(func=_cmd_compare)
 
@@ -302,7 +304,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from .experiments import compare, format_table, summarize_runs
 
     res = compare(args.models, recipe=args.recipe, overrides=args.overrides, out_dir=args.out,
-                  seeds=range(args.seeds), jobs=args.jobs)
+                  seeds=range(args.seeds), jobs=args.jobs, record=args.record)
     rows = summarize_runs(res)
     print(format_table(rows, [("model", "model"), ("test error %", "err_mean"), ("std", "err_std"), ("seeds", "seeds")]))
     print(f"curves: {Path(args.out) / 'curves.png'}")

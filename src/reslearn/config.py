@@ -97,6 +97,12 @@ class OptimConfig:
     momentum: float = 0.9  # sgd's momentum, rmsprop's momentum term, or adam's beta1
     nesterov: bool = False  # sgd only
     weight_decay: float = 1e-4
+    # No weight decay on BN scales/shifts and on biases (every parameter with <= 1 dimension):
+    # Jia et al. 2018 ("no bias decay"), Goyal et al. 2017 Sec. 5.1 (none on BN's gamma, beta).
+    no_decay_bn_bias: bool = False
+    # Softmax targets (1 - e) on the label and e / K on every class (Szegedy et al. 2016, Sec. 7);
+    # training loss only: the eval loss stays the plain cross-entropy. 0 = off.
+    label_smoothing: float = 0.0
     # rmsprop (Szegedy et al. 2016/2017: decay 0.9, epsilon 1.0). PyTorch adds eps after the
     # square root, TensorFlow inside it: g / (sqrt(v) + eps) vs g / sqrt(v + eps).
     rmsprop_decay: float = 0.9
@@ -111,7 +117,7 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    kind: str = "step"  # step | plateau | cosine | exponential
+    kind: str = "step"  # step | plateau | cosine | exponential | onecycle
     iterations: int = 64000
     milestones: list[int] = field(default_factory=lambda: [32000, 48000])
     gamma: float = 0.1
@@ -127,6 +133,14 @@ class ScheduleConfig:
     # plateau: divide by 1/gamma when the eval error has not improved for `patience` evaluations.
     patience: int = 5
     min_lr: float = 0.0
+    # onecycle (Smith & Topin 2018; torch.optim.lr_scheduler.OneCycleLR's values, per iteration):
+    # lr / div_factor rising to lr over the first pct_start of the iterations, then falling to
+    # lr / div_factor / final_div_factor at the last; anneal: cos | linear (linear with
+    # final_div_factor large: Page 2018's triangle). The momentum is not cycled.
+    onecycle_pct_start: float = 0.3
+    onecycle_div_factor: float = 25.0
+    onecycle_final_div_factor: float = 1e4
+    onecycle_anneal: str = "cos"
 
 
 @dataclass
@@ -137,6 +151,9 @@ class TrainConfig:
     channels_last: bool = False
     amp: str = "none"  # none | bf16 | fp16
     compile: bool = False
+    # torch.compile's mode: reduce-overhead replays CUDA graphs (one launch for a small net's
+    # hundreds of kernels: launch-bound GPUs); on the CPU every mode is inductor's C++ code.
+    compile_mode: str = "default"
     sync_bn: bool = False  # SyncBatchNorm under DDP (CUDA only)
     eval_every: int = 1000  # iterations; the final iteration is always evaluated
     log_every: int = 50
@@ -150,6 +167,13 @@ class TrainConfig:
     # data workers (engine.device.auto_threads), which a loaded machine needs (2 threads spinning
     # on 2 busy cores ran 9x slower than 1).
     threads: int | str = 0
+    # > 0: evaluate (and save as model/best.safetensors) an exponential moving average of the
+    # weights, updated after every optimizer step with this decay (BN statistics averaged too:
+    # engine.trainer.build_ema). 0 = off.
+    ema_decay: float = 0.0
+    # Evaluate on each image and its horizontal mirror, averaging the two softmax outputs
+    # (flip test-time augmentation; image classification only).
+    eval_flip: bool = False
 
 
 @dataclass
@@ -167,9 +191,11 @@ _CHOICES = {
     "data.normalize": ("per_pixel", "per_channel"),
     "data.on_bad_file": ("skip", "raise"),
     "optim.name": ("sgd", "rmsprop", "adam"),
-    "schedule.kind": ("step", "plateau", "cosine", "exponential"),
+    "schedule.kind": ("step", "plateau", "cosine", "exponential", "onecycle"),
+    "schedule.onecycle_anneal": ("cos", "linear"),
     "schedule.warmup_kind": ("constant", "linear"),
     "train.amp": ("none", "bf16", "fp16"),
+    "train.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
 }
 
 
@@ -345,6 +371,13 @@ def validate(cfg: Config) -> None:
         raise ReslearnError(f"schedule.kind=exponential needs schedule.decay_every >= 1 (iterations); got {s.decay_every}")
     if o.name != "sgd" and o.nesterov:
         raise ReslearnError(f"optim.nesterov applies to sgd only, not {o.name}")
+    if o.nesterov and o.momentum <= 0:
+        raise ReslearnError(f"optim.nesterov needs optim.momentum > 0; got {o.momentum}")
+    if not 0 <= o.label_smoothing < 1:
+        raise ReslearnError(f"optim.label_smoothing must be in [0, 1); got {o.label_smoothing}")
+    if not 0 <= t.ema_decay < 1:
+        raise ReslearnError(f"train.ema_decay must be in [0, 1) (0: off); got {t.ema_decay}")
+    _validate_onecycle(s)
     if o.name == "adam" and not (0 <= o.momentum < 1 and 0 <= o.adam_beta2 < 1):
         raise ReslearnError(f"adam needs optim.momentum (beta1) and optim.adam_beta2 in [0, 1); "
                             f"got {o.momentum}, {o.adam_beta2}")
@@ -362,6 +395,22 @@ def validate(cfg: Config) -> None:
     for key, v in (("data.workers", cfg.data.workers), ("train.threads", t.threads)):
         if v != "auto" and (isinstance(v, str) or v < 0):
             raise ReslearnError(f"{key} must be a count >= 0 or auto; got {v!r}")
+
+
+def _validate_onecycle(s: ScheduleConfig) -> None:
+    if s.kind != "onecycle":
+        return
+    if not 0 < s.onecycle_pct_start < 1:
+        raise ReslearnError(f"schedule.onecycle_pct_start must be in (0, 1); got {s.onecycle_pct_start}")
+    if s.onecycle_div_factor <= 0 or s.onecycle_final_div_factor <= 0:
+        raise ReslearnError(f"schedule.onecycle_div_factor and onecycle_final_div_factor must be > 0; "
+                            f"got {s.onecycle_div_factor}, {s.onecycle_final_div_factor}")
+    if s.warmup_lr > 0:
+        raise ReslearnError("schedule.kind=onecycle warms up by itself (onecycle_pct_start); "
+                            "set schedule.warmup_lr=0")
+    if s.onecycle_pct_start * s.iterations <= 1:  # the rise would end at iteration 0 (OneCycleLR divides by 0)
+        raise ReslearnError(f"schedule.onecycle_pct_start x schedule.iterations must be > 1 iteration; "
+                            f"got {s.onecycle_pct_start} x {s.iterations}")
 
 
 def dump_config(cfg: Config) -> str:

@@ -15,6 +15,7 @@ from .engine.trainer import train
 from .errors import ReslearnError
 from .plotting import plot_runs
 from .registry import model_info
+from .results import record_runs, run_row
 
 __all__ = ["compare", "plan_runs", "check_same_run", "format_table"]
 
@@ -90,9 +91,12 @@ def _train_args(recipe: str | None, overrides: Sequence[str], run: PlannedRun) -
 
 
 def compare(models: Sequence[str], *, recipe: str | None, overrides: Sequence[str], out_dir: str | Path,
-            seeds: Sequence[int] = (0,), title: str | None = None, jobs: int = 1) -> dict[str, Any]:
+            seeds: Sequence[int] = (0,), title: str | None = None, jobs: int = 1,
+            record: str | Path | None = None) -> dict[str, Any]:
     """Train each of ``models`` with the same recipe, overrides and seeds under ``out_dir``
-    (``jobs`` runs at a time); write ``curves.png`` and ``results.json``; return per-model results."""
+    (``jobs`` runs at a time); write ``curves.png`` and ``results.json``; return per-model results.
+    ``record``: also one results row per run in ``record/<recipe name>.csv`` (the experiment is
+    the recipe, e.g. docs/results/cifar10_fast.csv)."""
     out = Path(out_dir)
     plan = plan_runs(models, recipe=recipe, overrides=overrides, out_dir=out, seeds=seeds)
     if jobs > 1:
@@ -106,6 +110,9 @@ def compare(models: Sequence[str], *, recipe: str | None, overrides: Sequence[st
     firsts = [r for r in plan if r.seed == seeds[0]]
     plot_runs([r.run_dir for r in firsts], out / "curves.png", labels=[r.name for r in firsts], title=title)
     (out / "results.json").write_text(json.dumps(results, indent=2))
+    if record:
+        name = Path(recipe).stem if recipe else "compare"
+        record_runs([run_row(r.run_dir, experiment=name, recipe=name) for r in plan], record)
     return results
 
 

@@ -142,11 +142,13 @@ def collect_probs(path: str | Path, *, root: str | None = None, dataset: str | N
     if ds.images.shape[1] != doc["in_chans"]:
         raise ReslearnError(f"the model takes {doc['in_chans']} channels; {cfg.name} has {ds.images.shape[1]}")
     src = InMemorySource(ds.images, ds.labels, batch_size=batch_size, normalize=_normalizer(doc, dev), device=dev)
+    # a run trained with train.eval_flip reported flip-averaged errors: evaluate it the same way
+    task = ClassificationTask(eval_flip=bool(doc.get("config", {}).get("train", {}).get("eval_flip")))
     probs, labels = [], []
     for x, y in src.iter_epoch(0):
-        probs.append(F.softmax(model(x).float(), -1))
+        probs.append(task.log_probs(model, x).exp())
         labels.append(y)
-    return torch.cat(probs), torch.cat(labels), doc, "single"
+    return torch.cat(probs), torch.cat(labels), doc, "flip" if task.eval_flip else "single"
 
 
 def evaluate_checkpoint(path: str | Path, **kw: Any) -> dict[str, Any]:

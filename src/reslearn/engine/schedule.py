@@ -21,7 +21,10 @@ class LRPolicy:
     - warm-up (Sec. 4.2, 110 layers): ``warmup_lr`` until the training error over the last 50
       iterations is below ``warmup_until_error`` percent (or ``warmup_max_iterations`` pass);
       ``warmup_kind="linear"``: from ``warmup_lr`` up to the base lr, linearly, over
-      ``warmup_max_iterations`` (Goyal et al. 2017's gradual warm-up).
+      ``warmup_max_iterations`` (Goyal et al. 2017's gradual warm-up). With ``cosine`` the cosine
+      still counts from iteration 0, so it resumes a little below lr (cos(pi W / T)) after it.
+    - ``onecycle`` (Smith & Topin 2018): ``torch.optim.lr_scheduler.OneCycleLR``'s learning rate at
+      each iteration (max_lr = lr, total_steps = iterations, two phases), without its momentum cycle.
     """
 
     WINDOW = 50
@@ -46,6 +49,8 @@ class LRPolicy:
             return max(self.base_lr * self.plateau_scale, c.min_lr)
         if c.kind == "exponential":
             return self.base_lr * c.gamma ** (it // c.decay_every)
+        if c.kind == "onecycle":
+            return onecycle_lr(c, self.base_lr, it)
         return c.min_lr + 0.5 * (self.base_lr - c.min_lr) * (1 + math.cos(math.pi * it / c.iterations))
 
     def after_step(self, it: int, wrong: float, n: float) -> None:
@@ -79,3 +84,16 @@ class LRPolicy:
         self.plateau_scale = d["plateau_scale"]
         self.best = math.inf if d["best"] is None else d["best"]
         self.bad_evals = d["bad_evals"]
+
+
+def onecycle_lr(c: ScheduleConfig, max_lr: float, it: int) -> float:
+    """OneCycleLR's two-phase value at step ``it`` (its ``_anneal_func`` and phase boundaries:
+    the rise ends at step pct_start x total - 1, the fall at total - 1)."""
+    initial = max_lr / c.onecycle_div_factor
+    phases = ((0.0, c.onecycle_pct_start * c.iterations - 1, initial, max_lr),
+              (c.onecycle_pct_start * c.iterations - 1, c.iterations - 1, max_lr, initial / c.onecycle_final_div_factor))
+    start_step, end_step, start, end = phases[0] if it <= phases[0][1] else phases[1]
+    pct = (it - start_step) / (end_step - start_step) if end_step > start_step else 1.0
+    if c.onecycle_anneal == "linear":
+        return (end - start) * pct + start
+    return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)

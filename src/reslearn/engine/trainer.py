@@ -31,6 +31,7 @@ from typing import Any, Iterable
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .. import __version__
 from ..checkpoint import (
@@ -56,7 +57,8 @@ from .rundir import check_run_dir, clear_run, lock_run_dir
 from .schedule import LRPolicy
 
 __all__ = ["train", "select_device", "git_commit", "Trainer", "NonFiniteLoss", "find_latest_checkpoint",
-           "build_optimizer", "resolve_model_kwargs", "init_distributed", "wrap_distributed", "default_run_dir"]
+           "build_optimizer", "param_groups", "build_ema", "build_task", "resolve_model_kwargs",
+           "init_distributed", "wrap_distributed", "default_run_dir"]
 
 
 class NonFiniteLoss(ReslearnError):
@@ -184,14 +186,51 @@ def resolve_model_kwargs(cfg: Config, data: DataBundle) -> dict[str, Any]:
     return kw
 
 
-def build_optimizer(params: Iterable[nn.Parameter], o: OptimConfig) -> torch.optim.Optimizer:
-    """The optimizer ``optim.name`` names, with the config's hyper-parameters."""
+def param_groups(model: nn.Module, o: OptimConfig) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: one, or with ``optim.no_decay_bn_bias`` the weights of
+    convolutions and linear layers (decayed) and every parameter of at most one dimension (BN's
+    gamma and beta, biases: weight decay 0; Jia et al. 2018, Goyal et al. 2017 Sec. 5.1)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not o.no_decay_bn_bias:
+        return [{"params": params}]
+    return [{"params": [p for p in params if p.ndim > 1]},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+
+
+def build_optimizer(params: Iterable[nn.Parameter] | list[dict[str, Any]], o: OptimConfig) -> torch.optim.Optimizer:
+    """The optimizer ``optim.name`` names, with the config's hyper-parameters (``params``: the
+    parameters, or groups from ``param_groups``; a group's own weight_decay wins)."""
     if o.name == "rmsprop":  # Szegedy et al. 2016/2017 (Inception-v4 / Inception-ResNet)
         return torch.optim.RMSprop(params, lr=o.lr, alpha=o.rmsprop_decay, eps=o.rmsprop_eps,
                                    momentum=o.momentum, weight_decay=o.weight_decay)
     if o.name == "adam":  # Kingma & Ba 2015; optim.momentum is beta1
         return torch.optim.Adam(params, lr=o.lr, betas=(o.momentum, o.adam_beta2), weight_decay=o.weight_decay)
     return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+
+
+def build_ema(model: nn.Module, decay: float) -> AveragedModel | None:
+    """The exponential moving average of ``model``'s weights (None when ``decay`` is 0), updated
+    by ``update_parameters(model)`` after each optimizer step.
+
+    BN's running mean and variance are averaged with the same decay (``use_buffers=True``, as
+    timm's ModelEmaV2): each is then an average over the same window of iterations as the
+    averaged weights; the raw model's statistics describe its own, different weights, and
+    recomputing them (``swa_utils.update_bn``) would cost a pass over the training set at every
+    evaluation. (The integer batch counter is averaged too, and unused: BN has a momentum.)"""
+    if decay <= 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def build_task(cfg: Config, data_task: Task | None) -> Task:
+    """The data set's own task, or softmax classification with the config's label smoothing and
+    flip test-time augmentation (which a data set's own task does not take)."""
+    if data_task is None:
+        return ClassificationTask(label_smoothing=cfg.optim.label_smoothing, eval_flip=cfg.train.eval_flip)
+    if cfg.optim.label_smoothing or cfg.train.eval_flip:
+        raise ReslearnError(f"optim.label_smoothing and train.eval_flip are for image classification; "
+                            f"{cfg.data.name} trains its own task ({type(data_task).__name__})")
+    return data_task
 
 
 def default_run_dir(cfg: Config) -> Path:
@@ -250,7 +289,7 @@ class Trainer:
             rank=self.dist.rank, world_size=self.dist.world, accum_steps=cfg.optim.accum_steps,
             channels_last=channels_last,
         )
-        self.task = task or self.data.task or ClassificationTask()
+        self.task = task or build_task(cfg, self.data.task)
         self.model_kwargs = resolve_model_kwargs(cfg, self.data)
         torch.manual_seed(t.seed)  # same initial weights on every rank and every run
         model = create_model(cfg.model.name, **self.model_kwargs).to(self.device)
@@ -259,8 +298,11 @@ class Trainer:
         self.model, self.ddp = wrap_distributed(model, dist_info=self.dist, device=self.device, sync_bn=t.sync_bn)
         self.forward_model: nn.Module = self.ddp or self.model
         if t.compile:
-            self.forward_model = torch.compile(self.forward_model)
-        self.optimizer = build_optimizer(self.model.parameters(), cfg.optim)
+            self.forward_model = torch.compile(self.forward_model, mode=t.compile_mode)
+        self.optimizer = build_optimizer(param_groups(self.model, cfg.optim), cfg.optim)
+        self.ema = build_ema(self.model, t.ema_decay)
+        # what evaluation sees and model/best.safetensors hold: the averaged weights when there are any
+        self.eval_model: nn.Module = self.ema.module if self.ema is not None else self.model
         self.policy = LRPolicy(cfg.schedule, cfg.optim.lr)
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.amp]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.amp == "fp16")
@@ -307,6 +349,8 @@ class Trainer:
         opt_tensors, opt_meta = flatten_optimizer(self.optimizer)
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         tensors.update(opt_tensors)
+        if self.ema is not None:  # its weights, BN statistics and update count
+            tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
         tensors["rng.torch"] = torch.get_rng_state()
         if torch.cuda.is_available() and self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
@@ -330,7 +374,7 @@ class Trainer:
 
     def save_weights(self, name: str, metrics: dict[str, Any] | None = None) -> Path:
         path = self.run_dir / name
-        save_tensors(path, dict(self.model.state_dict()),
+        save_tensors(path, dict(self.eval_model.state_dict()),
                      {**self._doc(), "kind": "weights", "iteration": self.iteration, "metrics": metrics or {}})
         return path
 
@@ -344,6 +388,7 @@ class Trainer:
         check_state_dict(self.model, state, str(path), hint="is the data (its channels, classes) the run's?")
         self.model.load_state_dict(state)
         self.optimizer.load_state_dict(unflatten_optimizer(tensors, meta["optimizer"]))
+        self._load_ema(tensors, path)
         self.policy.load_state_dict(meta["policy"])
         if meta.get("scaler"):
             self.scaler.load_state_dict(meta["scaler"])
@@ -354,15 +399,25 @@ class Trainer:
         self.log_acc = torch.tensor(meta.get("log_acc", [0.0] * 4), dtype=torch.float64)
         self.final = meta.get("final", {})
 
+    def _load_ema(self, tensors: dict[str, torch.Tensor], path: Path) -> None:
+        if self.ema is None:
+            return
+        ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+        if not ema:
+            raise ReslearnError(f"{path} holds no weight average, but the config has train.ema_decay="
+                                f"{self.cfg.train.ema_decay}")
+        check_state_dict(self.ema, ema, str(path), hint="the weight average (train.ema_decay)")
+        self.ema.load_state_dict(ema)
+
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
         if self.dist.main:
-            self.model.eval()
+            self.eval_model.eval()
             with self._autocast():
                 for split, src in self.data.evals.items():
-                    out[split] = self.task.evaluate(self.model, src)
-            self.model.train()
+                    out[split] = self.task.evaluate(self.eval_model, src)
+            self.eval_model.train()
         if self.dist.world > 1:  # every rank needs the numbers (plateau LR, best checkpoint)
             box = [out]
             dist.broadcast_object_list(box, src=0)
@@ -528,6 +583,8 @@ class Trainer:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad_norm)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
         # The loss is a *sum* over the step's samples, so logging can average it exactly.
         return float(stats[0]), float(stats[1]), float(stats[2]), float(stats[3])
 
