@@ -78,7 +78,7 @@ class _Batches:
 
 def test_top1_top5_error_hand_worked():
     from reslearn.engine.evaluate import errors_from_probs
-    from reslearn.engine.task import ClassificationTask, topk_wrong
+    from reslearn.tasks import ClassificationTask, topk_wrong
 
     # top-1 misses samples 1, 2, 3; top-5 misses only sample 2 (its target is last of six)
     assert topk_wrong(TOPK_LOGITS, TOPK_TARGETS, 1) == 3

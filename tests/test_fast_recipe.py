@@ -17,7 +17,7 @@ from reslearn.checkpoint import load_tensors
 from reslearn.config import load_config
 from reslearn.engine.evaluate import evaluate_checkpoint
 from reslearn.engine.schedule import LRPolicy
-from reslearn.engine.task import ClassificationTask
+from reslearn.tasks import ClassificationTask
 from reslearn.engine.trainer import Trainer, build_ema, build_optimizer, build_task, param_groups
 from reslearn.errors import ReslearnError
 from reslearn.registry import create_model

@@ -7,7 +7,8 @@ from reslearn.results import COLUMNS, markdown_table, read_results, record_runs,
 
 
 def _row(**kw):
-    base = {"experiment": "fig6", "model": "resnet20", "recipe": "cifar10", "iterations": 640, "epochs": 1.82,
+    base = {"experiment": "fig6", "model": "resnet20", "recipe": "cifar10", "data": "cifar10", "iterations": 640,
+            "epochs": 1.82,
             "seed": 0, "train_err": 44.73, "test_err": 44.65, "device": "cpu", "machine": "AMD EPYC, 2 cores, avx2",
             "commit": "abc1234", "wall_s": 847}
     return {**base, **kw}
@@ -21,9 +22,9 @@ def test_record_replaces_rows_with_the_same_key(tmp_path):
     assert list(rows[0]) == COLUMNS
     got = {(r["model"], r["seed"]): r["train_err"] for r in rows}
     assert got == {("plain20", "0"): "49.69", ("resnet20", "0"): "40.0", ("resnet20", "1"): "41.0"}
-    # another budget is another row, not a replacement
-    record_runs([_row(iterations=64000, train_err=1.0)], tmp_path)
-    assert len(read_results(path)) == 4
+    # another budget or data set is another row, not a replacement
+    record_runs([_row(iterations=64000, train_err=1.0), _row(data="fashion-mnist")], tmp_path)
+    assert len(read_results(path)) == 5
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -35,7 +36,7 @@ def test_markdown_table_and_doc_blocks(tmp_path):
           "<!-- results:none:end -->\nend\n"
     new = update_docs(doc, tmp_path)
     assert "old table" not in new and "| resnet20 | cpu" not in new
-    assert re.search(r"\| resnet20 \| cifar10 \| 640 \| 1\.82 \| 0 \| 44\.73 \| 44\.65 \| AMD EPYC", new)
+    assert re.search(r"\| resnet20 \| cifar10 \| cifar10 \| 640 \| 1\.82 \| 0 \| 44\.73 \| 44\.65 \| AMD EPYC", new)
     assert "<!-- results:none:start -->\n(no rows yet)\n<!-- results:none:end -->" in new
     assert update_docs(new, tmp_path) == new
 

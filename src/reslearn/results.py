@@ -4,7 +4,7 @@ docs' tables generated from those files (``make readme``; a test fails when a ta
 A row records what a reader needs to trust a number: the experiment, model, recipe, budget
 (iterations, epochs), seed, training and test error, the machine (device and CPU flags), the
 git commit and the wall time. ``docs/results/<experiment>.csv`` holds the rows the docs cite;
-``record_runs`` adds (or replaces, keyed by experiment, model, recipe, iterations and seed) rows
+``record_runs`` adds (or replaces, keyed by experiment, model, recipe, data set, iterations and seed) rows
 there or in any other folder.
 """
 
@@ -21,9 +21,9 @@ from typing import Any, Iterable, Sequence
 __all__ = ["COLUMNS", "run_row", "record_runs", "read_results", "machine_description", "markdown_table",
            "update_docs"]
 
-COLUMNS = ["experiment", "model", "recipe", "iterations", "epochs", "seed", "train_err", "test_err",
+COLUMNS = ["experiment", "model", "recipe", "data", "iterations", "epochs", "seed", "train_err", "test_err",
            "device", "machine", "commit", "wall_s"]
-_KEY = ("experiment", "model", "recipe", "iterations", "seed")
+_KEY = ("experiment", "model", "recipe", "data", "iterations", "seed")
 
 
 def machine_description(device: str) -> str:
@@ -60,7 +60,7 @@ def run_row(run_dir: str | Path, *, experiment: str, recipe: str, train_err: flo
     rows = read_metrics(run_dir / "metrics.csv")
     test = final.get("test", {}).get("top1_err")
     return {
-        "experiment": experiment, "model": cfg["model"]["name"], "recipe": recipe,
+        "experiment": experiment, "model": cfg["model"]["name"], "recipe": recipe, "data": cfg["data"]["name"],
         "iterations": final.get("iteration", cfg["schedule"]["iterations"]),
         "epochs": float(rows[-1]["epoch"]) if rows else "",
         "seed": cfg["train"]["seed"],
@@ -83,7 +83,7 @@ def read_results(path: str | Path) -> list[dict[str, str]]:
 
 def record_runs(rows: Iterable[dict[str, Any]], folder: str | Path) -> Path:
     """Add ``rows`` to ``folder/<experiment>.csv`` (one file per experiment), replacing rows with
-    the same experiment, model, recipe, iterations and seed; written atomically."""
+    the same experiment, model, recipe, data set, iterations and seed; written atomically."""
     rows = list(rows)
     if not rows:
         raise ValueError("no rows to record")
@@ -112,7 +112,8 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, 
     return "\n".join([head, rule, *body])
 
 
-DOC_COLUMNS = [("model", "model"), ("recipe", "recipe"), ("iterations", "iterations"), ("epochs", "epochs"),
+DOC_COLUMNS = [("model", "model"), ("recipe", "recipe"), ("data", "data"), ("iterations", "iterations"),
+               ("epochs", "epochs"),
                ("seed", "seed"), ("train err %", "train_err"), ("test err %", "test_err"),
                ("machine", "machine"), ("commit", "commit"), ("wall (s)", "wall_s")]
 _MARK = re.compile(r"(<!-- results:(?P<name>[\w.-]+):start -->\n)(?:.*?\n)?(<!-- results:(?P=name):end -->)", re.S)
