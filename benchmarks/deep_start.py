@@ -104,10 +104,10 @@ def summarize(trace: list[dict[str, float]]) -> dict[str, float]:
         "iterations": len(trace),
         "collapsed": int(any(r["dead_share"] - trace[0]["dead_share"] > COLLAPSE_DEAD_RISE for r in late)),
         "at_chance": int(sum(r["train_err"] for r in last) / len(last) >= CHANCE_ERR),
-        "max_dead_share": max(r["dead_share"] for r in late),
-        "max_logit": max(r["logit_absmax"] for r in trace),
-        "init_feature_rms": trace[0]["feature_rms"],
-        "train_err_last20": sum(r["train_err"] for r in last) / len(last),
+        "max_dead_share": round(max(r["dead_share"] for r in late), 4),
+        "max_logit": round(max(r["logit_absmax"] for r in trace), 1),
+        "init_feature_rms": round(trace[0]["feature_rms"], 3),
+        "train_err_last20": round(sum(r["train_err"] for r in last) / len(last), 2),
     }
 
 
@@ -120,12 +120,13 @@ def plot(traces: list[list[dict[str, float]]], out: Path) -> None:
     keys = [("logit_absmax", "largest |logit|", True), ("dead_share", "zero classifier inputs (share)", False),
             ("train_err", "training error % (per batch)", False)]
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), dpi=110)
-    colors = {s: c for s, c in zip(SETTINGS, plt.rcParams["axes.prop_cycle"].by_key()["color"])}
+    labels = list(dict.fromkeys(f"{tr[0]['model']} {tr[0]['setting']}" for tr in traces))
+    colors = dict(zip(labels, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3))
     for tr in traces:
-        s = tr[0]["setting"]
+        label = f"{tr[0]['model']} {tr[0]['setting']}"
         for ax, (k, title, log) in zip(axes, keys):
-            ax.plot([r["iteration"] for r in tr], [r[k] for r in tr], color=colors.get(s), lw=0.8, alpha=0.7,
-                    label=f"{tr[0]['model']} {s}")
+            ax.plot([r["iteration"] for r in tr], [r[k] for r in tr], color=colors[label], lw=0.8, alpha=0.7,
+                    label=label)
             ax.set_title(title, fontsize=9)
             ax.set_xlabel("iteration")
             if log:

@@ -126,6 +126,8 @@ def update_docs(text: str, results_dir: str | Path) -> str:
         rows = read_results(Path(results_dir) / f"{m.group('name')}.csv")
         # run rows get the standard columns; a study's own CSV (other columns) is shown as it is
         cols = DOC_COLUMNS if rows and list(rows[0]) == COLUMNS else [(k, k) for k in (rows[0] if rows else [])]
+        if cols is DOC_COLUMNS:  # the CSV keeps the full commit; a table shows git's short form
+            rows = [{**r, "commit": r["commit"][:7]} for r in rows]
         return m.group(1) + (markdown_table(rows, cols) if rows else "(no rows yet)") + "\n" + m.group(3)
 
     return _MARK.sub(table, text)
