@@ -79,9 +79,13 @@ def check_same_run(cfg: Config, run_dir: Path, *, allow: Collection[str] = (),
         return
     old = _flat(yaml_load(saved.read_text()) or {})
     new = _flat(config_to_dict(cfg))
+    # A key reslearn gained after the run was trained is not in its config.yaml: the run had the
+    # key's default, so asking for the default again is the same run (not for a removed key).
+    defaults = _flat(config_to_dict(Config()))
     for key in sorted(set(old) | set(new)):
-        if key not in _NEUTRAL and key not in allow and old.get(key) != new.get(key):
-            raise ReslearnError(f"{run_dir} holds a run with {key}={old.get(key)!r}, this one asks for "
+        was = old[key] if key in old else defaults.get(key)
+        if key not in _NEUTRAL and key not in allow and was != new.get(key):
+            raise ReslearnError(f"{run_dir} holds a run with {key}={was!r}, this one asks for "
                                 f"{new.get(key)!r}; {hint}")
 
 
