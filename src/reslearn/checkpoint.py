@@ -187,7 +187,15 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) 
 
 
 def resolve_weights(path: str | Path) -> Path:
-    """A weights file as given, or a run folder's ``model.safetensors``."""
+    """A weights file as given, a run folder's ``model.safetensors``, or registered pretrained
+    weights named ``pretrained:MODEL[/TAG]`` (:mod:`reslearn.weights`, checksum verified)."""
+    if str(path).startswith("pretrained:"):
+        from .weights import parse_ref, pretrained_path
+
+        try:
+            return pretrained_path(*parse_ref(str(path)))
+        except ValueError as e:  # an unknown model or tag: one line for the CLI
+            raise ReslearnError(str(e)) from None
     p = Path(path)
     if not p.is_dir():
         return p

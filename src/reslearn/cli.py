@@ -38,7 +38,22 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--family", help="only this family (e.g. resnet, cifar_resnet)")
     p.add_argument("--markdown", action="store_true", help="print the README's model table")
     p.add_argument("--names", action="store_true", help="print the names only, one per line")
+    p.add_argument("--pretrained", action="store_true",
+                   help="list the pretrained weights from reslearn's own runs (use as pretrained:MODEL[/TAG])")
     p.set_defaults(func=_cmd_models)
+
+
+def _print_pretrained(names: list[str]) -> int:
+    from .weights import list_pretrained
+
+    rows = [w for w in list_pretrained() if w.model in names]
+    print(f"{'weights':<34} {'data':<10} {'recipe':<10} {'iterations':>10} {'seed':>4} {'test err %':>10} "
+          f"{'paper %':>7}  commit")
+    for w in rows:
+        paper = f"{w.paper_test_err:.2f}" if w.paper_test_err is not None else "-"
+        print(f"{w.ref:<34} {w.data:<10} {w.recipe:<10} {w.iterations:>10,} {w.seed:>4} {w.test_err:>10.2f} "
+              f"{paper:>7}  {w.commit[:7]}")
+    return 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -46,6 +61,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from .summary import human, summarize
 
     names = list_models(args.pattern, family=args.family)
+    if args.pretrained:
+        return _print_pretrained(names)
     if args.names:
         print("\n".join(names))
         return 0

@@ -108,12 +108,20 @@ def model_info(name: str) -> ModelInfo:
         ) from None
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
+def create_model(name: str, *, pretrained: bool | str = False, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name``; ``kwargs`` override the builder's keyword arguments.
 
-    Unknown keyword arguments raise ``ValueError`` naming the argument and the accepted ones.
+    ``pretrained=True`` loads the model's default weights from reslearn's own reproduced runs
+    (``pretrained="TAG"`` one entry by its tag; :mod:`reslearn.weights`, local files checked by
+    SHA-256, nothing downloaded); the model then carries ``pretrained_cfg`` with its classes and
+    input normaliser. Unknown keyword arguments raise ``ValueError`` naming the argument and the
+    accepted ones.
     """
     info = model_info(name)
+    if pretrained:
+        from .weights import load_pretrained
+
+        return load_pretrained(name, None if pretrained is True else str(pretrained), kwargs)
     params = inspect.signature(info.builder).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     if not accepts_any:

@@ -68,6 +68,10 @@ def _data_cfg(doc: dict[str, Any], *, root: str | None, dataset: str | None) -> 
     cfg = replace(cfg, name=dataset or cfg.name, train_subset=0, download=False)
     if root:
         cfg = replace(cfg, root=root)
+    elif cfg.root and not Path(cfg.root).expanduser().exists():
+        # a checkpoint from another machine (or reslearn's pretrained weights): the folder it was
+        # trained from is not here, so look where data is looked for by default
+        cfg = replace(cfg, root="")
     return cfg
 
 
