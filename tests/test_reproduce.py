@@ -60,11 +60,12 @@ def test_degradation_outputs(degradation):
     by_net = {r["net"]: r["train_err"] for r in res["cifar10"]}
     assert all(abs(float(rows[n]["train_err"]) - by_net[n]) < 0.006 for n in rows)
     assert all(rows[n]["iterations"] == "6" and rows[n]["recipe"] == "cifar10" and rows[n]["commit"] for n in rows)
-    from reslearn.reproduce import _finding
+    from reslearn.reproduce import degradation_finding
 
-    # the verdict is the one the rows give (test_finding_on_made_up_curves checks _finding itself)
-    assert res["finding"] == _finding(res["cifar10"], (20, 32))
+    # the verdict is the one the rows give (test_finding_on_made_up_curves checks degradation_finding itself)
+    assert res["finding"] == degradation_finding(res["cifar10"], (20, 32))
     assert (out / "fig6_cifar10.png").stat().st_size > 5000
+    assert not list(out.rglob("curves.png"))  # compare(figure=False): one figure, drawn once
     # budget keeps the paper's shape: lr /10 at 50% and 75%; a 6-iteration budget evaluates at its end only
     assert "schedule.milestones=[3, 4]" in res["budget"] and "train.eval_every=50" in res["budget"]
 
@@ -92,10 +93,10 @@ def _final_rows(**train_err):
     (dict(plain18=30.0, plain34=32.0, resnet18=29.0, resnet34=27.0), True, True, True),
 ])
 def test_finding_on_made_up_curves(errs, plain_degrades, resnet_improves, beats_plain):
-    from reslearn.reproduce import _finding, format_degradation
+    from reslearn.reproduce import degradation_finding, format_degradation
 
     depths = sorted({int(n.lstrip("plainresnet")) for n in errs})
-    f = _finding(_final_rows(**errs), depths)
+    f = degradation_finding(_final_rows(**errs), depths)
     assert {k: v for k, v in f.items() if k != "lines"} == {
         "plain_deeper_higher_train_error": plain_degrades, "resnet_beats_plain": beats_plain,
         "resnet_deeper_lower_or_equal_train_error": resnet_improves,
@@ -273,11 +274,11 @@ def test_ten_crop_and_multi_scale_on_an_image_folder(root, tmp_path):
 
 
 def test_finding_words_follow_the_numbers():
-    from reslearn.reproduce import _finding, format_finding
+    from reslearn.reproduce import degradation_finding, format_finding
 
     rows = [{"net": "plain20", "train_err": 40.0}, {"net": "plain56", "train_err": 88.0},
             {"net": "resnet20", "train_err": 33.0}, {"net": "resnet56", "train_err": 50.0}]
-    f = _finding(rows, (20, 56))
+    f = degradation_finding(rows, (20, 56))
     assert (f["plain_deeper_higher_train_error"], f["resnet_beats_plain"],
             f["resnet_deeper_lower_or_equal_train_error"], f["reproduced"]) == (True, True, False, False)
     assert format_finding(f).splitlines() == [
@@ -287,9 +288,9 @@ def test_finding_words_follow_the_numbers():
         "longer budget",
         "verdict: not fully reproduced at this budget (see above which half shows)"]
     rows[3]["train_err"] = 33.0  # a tie counts for the deeper ResNet, as the paper's "lower or equal"
-    assert _finding(rows, (20, 56))["reproduced"]
+    assert degradation_finding(rows, (20, 56))["reproduced"]
     rows[1]["train_err"] = 39.0
-    f = _finding(rows, (20, 56))
+    f = degradation_finding(rows, (20, 56))
     assert not f["plain_deeper_higher_train_error"] and f["resnet_beats_plain"] and not f["reproduced"]
     assert f["lines"][0].startswith("plain-56 does not train worse than plain-20")
 

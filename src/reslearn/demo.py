@@ -114,19 +114,19 @@ def run_demo(*, out: str | Path, overrides: Sequence[str] = (), data: Sequence[s
     returns the table rows, the verdict and the figure path. The results rows go to
     ``out/demo.csv`` and, with ``record``, to ``record/demo.csv`` too (e.g. docs/results)."""
     from .experiments import compare
-    from .reproduce import _finding, _record, _rows, _two_panel_figure
+    from .reproduce import degradation_finding, record_rows, result_rows, two_panel_figure
     from .results import run_row
 
     out = Path(out)
     res = compare(list(DEMO_NETS), recipe=DEMO_RECIPE, overrides=list(data) + list(overrides), out_dir=out,
-                  seeds=[0], title="the demo: plain and residual nets (thin: train, bold: test)", jobs=jobs)
-    rows = _rows([f"{kind}{d}" for kind in ("plain", "resnet") for d in DEMO_DEPTHS], res, out, 0)
-    figure = _two_panel_figure(
+                  seeds=[0], jobs=jobs, figure=False)  # its figure is the two-panel one below
+    rows = result_rows([f"{kind}{d}" for kind in ("plain", "resnet") for d in DEMO_DEPTHS], res, out, 0)
+    figure = two_panel_figure(
         {kind: [(f"{kind}-{d}", out / f"{kind.lower()}{d}-seed0") for d in DEMO_DEPTHS] for kind in ("plain", "ResNet")},
         out / "curves.png", "He et al. 2016, Fig. 6 at the demo's budget: thin = training error, bold = test error")
-    _record([run_row(out / f"{r['net']}-seed0", experiment="demo", recipe=DEMO_RECIPE, train_err=r["train_err"])
+    record_rows([run_row(out / f"{r['net']}-seed0", experiment="demo", recipe=DEMO_RECIPE, train_err=r["train_err"])
              for r in rows], out, record)
-    return {"rows": rows, "finding": _finding(rows, DEMO_DEPTHS), "figure": str(figure)}
+    return {"rows": rows, "finding": degradation_finding(rows, DEMO_DEPTHS), "figure": str(figure)}
 
 
 def format_demo(result: dict[str, Any]) -> str:

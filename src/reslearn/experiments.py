@@ -92,9 +92,10 @@ def _train_args(recipe: str | None, overrides: Sequence[str], run: PlannedRun) -
 
 def compare(models: Sequence[str], *, recipe: str | None, overrides: Sequence[str], out_dir: str | Path,
             seeds: Sequence[int] = (0,), title: str | None = None, jobs: int = 1,
-            record: str | Path | None = None) -> dict[str, Any]:
+            record: str | Path | None = None, figure: bool = True) -> dict[str, Any]:
     """Train each of ``models`` with the same recipe, overrides and seeds under ``out_dir``
-    (``jobs`` runs at a time); write ``curves.png`` and ``results.json``; return per-model results.
+    (``jobs`` runs at a time); write ``results.json`` and (unless ``figure`` is False, for callers
+    that draw their own) ``curves.png``; return per-model results.
     ``record``: also one results row per run in ``record/<recipe name>.csv`` (the experiment is
     the recipe, e.g. docs/results/cifar10_fast.csv)."""
     out = Path(out_dir)
@@ -108,7 +109,8 @@ def compare(models: Sequence[str], *, recipe: str | None, overrides: Sequence[st
             results[r.name] = []
         results[r.name].append(_run_one(r.cfg, r.run_dir))
     firsts = [r for r in plan if r.seed == seeds[0]]
-    plot_runs([r.run_dir for r in firsts], out / "curves.png", labels=[r.name for r in firsts], title=title)
+    if figure:
+        plot_runs([r.run_dir for r in firsts], out / "curves.png", labels=[r.name for r in firsts], title=title)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     if record:
         name = Path(recipe).stem if recipe else "compare"

@@ -23,7 +23,8 @@ from .experiments import compare, format_table, plan_runs
 from .models.cifar_resnet import TABLE6_ERROR
 from .results import record_runs, run_row
 
-__all__ = ["budget_overrides", "degradation", "fig4", "cifar_table", "PAPER_TABLE6_PARAMS"]
+__all__ = ["budget_overrides", "degradation", "fig4", "cifar_table", "PAPER_TABLE6_PARAMS", "degradation_finding",
+           "result_rows", "record_rows", "two_panel_figure", "format_finding"]
 
 # Table 6's parameter column (millions), the paper's figures.
 PAPER_TABLE6_PARAMS = {20: 0.27, 32: 0.46, 44: 0.66, 56: 0.85, 110: 1.7, 1202: 19.4}
@@ -53,19 +54,20 @@ def budget_overrides(iterations: int | None, train_subset: int = 0, test_subset:
     return o
 
 
-def _record(rows: list[dict[str, Any]], out: Path, record: str | Path | None) -> None:
+def record_rows(rows: list[dict[str, Any]], out: Path, record: str | Path | None) -> None:
+    """Results rows into the run folder's CSV and, with ``record``, that folder's too (e.g. docs/results)."""
     for folder in [out] + ([Path(record)] if record else []):
         record_runs(rows, folder)
 
 
-def _rows(names: Sequence[str], res: dict[str, Any], out: Path, seed: int) -> list[dict[str, Any]]:
+def result_rows(names: Sequence[str], res: dict[str, Any], out: Path, seed: int) -> list[dict[str, Any]]:
     """One row per net: training error over the last tenth of the run, final test error."""
     return [{"net": n, "depth": int(n.lstrip("plainresnet")),
              "train_err": train_error_window(out / f"{n}-seed{seed}"),
              "test_err": float(res[n][0].get("test", {}).get("top1_err", float("nan")))} for n in names]
 
 
-def _two_panel_figure(run_sets: dict[str, list[tuple[str, Path]]], out: Path, title: str) -> Path:
+def two_panel_figure(run_sets: dict[str, list[tuple[str, Path]]], out: Path, title: str) -> Path:
     """Fig. 4 / Fig. 6 style: one panel per family (plain | ResNet), thin train, bold test."""
     import matplotlib
 
@@ -124,15 +126,15 @@ class _Half:
         """Train (or skip finished) nets; record rows; draw the figure; rows, verdict, figure path."""
         runs = out / self.key
         res = compare(_deepest_first(self.depths), recipe=self.recipe, overrides=self.overrides, out_dir=runs,
-                      seeds=[seed], title=self.title, jobs=jobs)
-        rows = _rows([f"{k}{d}" for k in ("plain", "resnet") for d in self.depths], res, runs, seed)
-        _record([run_row(runs / f"{r['net']}-seed{seed}", experiment=self.experiment, recipe=self.recipe,
+                      seeds=[seed], jobs=jobs, figure=False)  # the two-panel figure below is this one's
+        rows = result_rows([f"{k}{d}" for k in ("plain", "resnet") for d in self.depths], res, runs, seed)
+        record_rows([run_row(runs / f"{r['net']}-seed{seed}", experiment=self.experiment, recipe=self.recipe,
                          train_err=r["train_err"]) for r in rows], out, record)
-        figure = _two_panel_figure(
+        figure = two_panel_figure(
             {"plain": [(_label(f"plain{d}"), runs / f"plain{d}-seed{seed}") for d in self.depths],
              "ResNet": [(_label(f"resnet{d}"), runs / f"resnet{d}-seed{seed}") for d in self.depths]},
             out / f"{self.experiment}_{self.key}.png", self.title)
-        return {"rows": rows, "finding": _finding(rows, self.depths), "figure": str(figure)}
+        return {"rows": rows, "finding": degradation_finding(rows, self.depths), "figure": str(figure)}
 
 
 def _fig4_half(imagefolder: str, recipe: str, overrides: Sequence[str]) -> _Half:
@@ -216,7 +218,7 @@ def _label(net: str) -> str:
     return f"{kind}-{depth}"
 
 
-def _finding(rows: list[dict[str, Any]], depths: Sequence[int]) -> dict[str, Any]:
+def degradation_finding(rows: list[dict[str, Any]], depths: Sequence[int]) -> dict[str, Any]:
     """The paper's finding (Sec. 4.1, 4.2): the deepest plain net has a HIGHER training error than
     the shallowest (degradation); the deepest ResNet's is LOWER than the deepest plain net's and
     lower than (or equal to) the shallowest ResNet's. ``lines`` says each in words, with numbers."""
@@ -280,7 +282,7 @@ def cifar_table(*, depths: Sequence[int] = (20, 32, 44, 56, 110, 1202), seeds: i
     for d in depths:
         res = compare([f"resnet{d}"], **runs[d], jobs=jobs)
         errs = [r["test"]["top1_err"] for r in res[f"resnet{d}"]]
-        _record([run_row(out / f"resnet{d}-seed{k}", experiment="table6", recipe=runs[d]["recipe"])
+        record_rows([run_row(out / f"resnet{d}-seed{k}", experiment="table6", recipe=runs[d]["recipe"])
                  for k in range(seeds)], out, record)
         rows.append({
             "depth": d, "params": summarize(f"resnet{d}").params,
