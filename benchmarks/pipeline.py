@@ -8,8 +8,14 @@ same number of iterations, in one process, one after the other (alternating orde
 - reslearn: reslearn.data.source.InMemorySource (whole set as one uint8 tensor, batch
   augmentation with tensor ops on the training device).
 Prints images/s for each and the ratio, end to end (with the training step) and for the data
-pipeline alone (the same batches, no model: what each pipeline can feed at most). Usage:
-    python benchmarks/pipeline.py --data .data --iters 200 [--device cuda] [--workers 2]
+pipeline alone (the same batches, no model: what each pipeline can feed at most).
+
+``--ours-step`` picks reslearn's training step: ``fp32`` (the reference's eager NCHW step, so the
+ratio is the data path's alone), ``channels_last`` (exact fp32, the layout oneDNN's convolutions
+prefer; ``train.channels_last=true``), or ``bf16`` (channels_last + bf16 autocast,
+``train.amp=bf16``: reduced precision, worth it only where the CPU has native bf16). The
+reference always runs what a plain torchvision loop runs: eager fp32, NCHW. Usage:
+    python benchmarks/pipeline.py --data .data --iters 200 [--ours-step channels_last] [--device cuda]
 """
 
 from __future__ import annotations
@@ -22,10 +28,13 @@ import time
 import torch
 import torch.nn.functional as F
 
+from reslearn.results import machine_description
 
-def step_fn(model, opt):
+
+def step_fn(model, opt, amp=None):
     def step(x, y):
-        loss = F.cross_entropy(model(x), y)
+        with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
+            loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -34,11 +43,13 @@ def step_fn(model, opt):
     return step
 
 
-def make_model(device):
+def make_model(device, channels_last=False):
     import reslearn
 
     torch.manual_seed(0)
     model = reslearn.create_model("resnet20").to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     return model, opt
 
@@ -92,16 +103,19 @@ def run_reference(root, iters, batch, workers, device, warmup, data_only=False):
     return timed(batches(), step, iters, warmup, device)
 
 
-def run_reslearn(root, iters, batch, device, warmup, data_only=False):
+def run_reslearn(root, iters, batch, device, warmup, data_only=False, ours_step="fp32"):
     from reslearn.data.augment import Normalizer, random_crop_flip
     from reslearn.data.cifar import load_cifar
     from reslearn.data.source import InMemorySource
 
     ds = load_cifar(root, name="cifar10", train=True)
     norm = Normalizer.fit(ds.images, mode="per_channel").to(device)
+    cl = ours_step in ("channels_last", "bf16")
     src = InMemorySource(ds.images, ds.labels, batch_size=batch, normalize=norm, shuffle=True, drop_last=True,
-                         augment=lambda x, g: random_crop_flip(x, g, padding=4, flip=True), device=device)
-    step = no_step if data_only else step_fn(*make_model(device))
+                         augment=lambda x, g: random_crop_flip(x, g, padding=4, flip=True), device=device,
+                         channels_last=cl)
+    amp = torch.bfloat16 if ours_step == "bf16" else None
+    step = no_step if data_only else step_fn(*make_model(device, channels_last=cl), amp=amp)
 
     def batches():
         epoch = 0
@@ -122,6 +136,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip-training", action="store_true", help="measure the data pipelines alone only")
+    ap.add_argument("--ours-step", choices=("fp32", "channels_last", "bf16"), default="fp32",
+                    help="reslearn's training step (the reference's is always eager fp32 NCHW)")
     args = ap.parse_args()
     device = torch.device(args.device)
     import reslearn
@@ -130,6 +146,7 @@ def main():
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"device {device}{' (' + torch.cuda.get_device_name() + ')' if device.type == 'cuda' else ''}")
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, reslearn {reslearn.__version__}")
+    print(f"cpu: {machine_description('cpu')}; reslearn step: {args.ours_step}, reference step: fp32 NCHW eager")
     modes = ([] if args.skip_training else [("end to end (resnet20 training step)", False)]) + \
         [("data pipeline alone (no model)", True)]
     for title, data_only in modes:
@@ -141,13 +158,14 @@ def main():
                     ref.append(run_reference(args.data, args.iters, args.batch, args.workers, device, args.warmup,
                                              data_only))
                 else:
-                    ours.append(run_reslearn(args.data, args.iters, args.batch, device, args.warmup, data_only))
+                    ours.append(run_reslearn(args.data, args.iters, args.batch, device, args.warmup, data_only,
+                                             args.ours_step))
                 print(f"  {title}, repeat {r}: {which:4s} {(ref if which == 'ref' else ours)[-1]:8.1f} img/s",
                       flush=True)
         m_ref, m_ours = statistics.median(ref), statistics.median(ours)
         print(f"{title}: CIFAR-10, batch {args.batch}, {args.iters} iterations, median of {args.repeats}:")
         print(f"  torchvision DataLoader+transforms (workers={args.workers}): {m_ref:8.1f} img/s")
-        print(f"  reslearn in-memory batch augmentation:              {m_ours:8.1f} img/s")
+        print(f"  reslearn in-memory batch augmentation ({args.ours_step} step): {m_ours:8.1f} img/s")
         print(f"  ratio reslearn / reference: {m_ours / m_ref:.2f}x", flush=True)
 
 if __name__ == "__main__":
