@@ -3,13 +3,16 @@ folder (lock, resume refusals, no silent overwrite), one line and a non-zero exi
 mistake and OS error, Ctrl-C that saves and says how to resume, files that follow the umask.
 
 Most cases call ``reslearn.cli.main`` in this process (the same one line a user sees, without
-paying a Python start per case); the ones about processes (the lock, Ctrl-C, the umask) run the
-CLI as a subprocess. Training runs are 2-6 iterations of a width-4 resnet20 on 64 images."""
+paying a Python start per case); the ones about processes (the lock, Ctrl-C and SIGTERM, in one
+process and under torchrun with 2 gloo ranks, the umask) run the CLI as a subprocess. Training
+runs are 2-6 iterations of a width-4 resnet20 on 64 images, or run until a signal stops them."""
 
+import csv
 import errno
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -23,9 +26,11 @@ import pytest
 import torch
 
 from conftest import ROOT
+import reslearn
 from reslearn.checkpoint import atomic_write_bytes, load_model, save_tensors
 from reslearn.cli import main, resume_command
 from reslearn.config import load_config
+from reslearn.engine.data import LoaderSource
 from reslearn.engine.rundir import LOCK_NAME, lock_run_dir
 from reslearn.engine.schedule import LRPolicy
 from reslearn.engine.trainer import Trainer
@@ -43,6 +48,7 @@ def fast(root, *extra):
     return ["--recipe", "cifar10_quick", f"data.root={root}", *FAST, *extra]
 
 
+PACKAGE = str(Path(reslearn.__file__).parent)  # in a traceback's frames
 PROGRESS_LINE = re.compile(r"\S+ it \d+/\d+ \(\d+%\) \| ")  # engine.logging.Progress, at evaluations
 
 
@@ -437,21 +443,24 @@ def test_reproduce_checks_the_imagefolder_runs_before_cifar(capsys, tmp_path):
     assert "unknown config key 'optim.nope'" in line and not (tmp_path / "d").exists()
 
 
-# --------------------------------------------------------------------------- Ctrl-C
-def test_ctrl_c_saves_a_checkpoint_and_prints_the_resume_command(data_root, tmp_path):
+# --------------------------------------------------------------------------- Ctrl-C, SIGTERM
+LONG = ("schedule.iterations=100000", "schedule.milestones=[]", "train.eval_every=100000")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])  # Ctrl-C; kill or a job scheduler's stop
+def test_ctrl_c_saves_a_checkpoint_and_prints_the_resume_command(data_root, tmp_path, sig):
     out = tmp_path / "int"
-    args = ["train", *fast(data_root, "schedule.iterations=100000", "schedule.milestones=[]",
-                           "train.checkpoint_every=7", "train.eval_every=100000", "train.log_every=1000"),
+    args = ["train", *fast(data_root, *LONG, "train.checkpoint_every=7", "train.log_every=1000"),
             "--run-dir", str(out)]
     p = subprocess.Popen([sys.executable, "-m", "reslearn.cli", *args], cwd=ROOT, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and not list((out / "checkpoints").glob("iter-*.safetensors")):
         time.sleep(0.01)
-    p.send_signal(signal.SIGINT)
+    p.send_signal(sig)
     _, err = p.communicate(timeout=300)
-    assert p.returncode == 130 and "Traceback" not in err, err
+    assert p.returncode == 128 + sig and "Traceback" not in err, err
     last = errors(err)[-1]
-    assert "interrupted at iteration" in last and "resume with: " in last, err
+    assert f"by {sig.name}; checkpoint " in last and "resume with: " in last, err
     saved = Path(last.split("checkpoint ")[1].split(";")[0])
     assert saved.is_file() and saved.parent == out / "checkpoints"
     cmd = last.split("resume with: ")[1]
@@ -479,6 +488,105 @@ def test_ctrl_c_checkpoint_resumes_bit_for_bit(capsys, monkeypatch, data_root, t
 
     a, b = load_file(tmp_path / "ref" / "model.safetensors"), load_file(tmp_path / "cut" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _torchrun(args):
+    """``torchrun`` with 2 gloo ranks, as a user starts it."""
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "reslearn.cli", *args], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _wait_for_a_row(run_dir: Path, proc) -> None:
+    """Until rank 0 has logged iteration 1: then every rank is in the loop (the step's all-reduce
+    joined them), with its signal handlers in place."""
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (run_dir / "metrics.csv").is_file() and len((run_dir / "metrics.csv").read_text().splitlines()) > 1:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no iteration logged (exit {proc.poll()}): {proc.stderr.read()[-3000:]}")
+
+
+def _worker(launcher: int, rank: int) -> int:
+    """The pid of the torchrun worker of ``launcher`` that has ``rank`` (from /proc)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            env = (stat.parent / "environ").read_bytes().split(b"\0") if ppid == launcher else []
+        except OSError:  # a process that ended meanwhile
+            continue
+        if f"RANK={rank}".encode() in env:
+            return int(stat.parent.name)
+    raise AssertionError(f"no rank {rank} among the children of {launcher}")
+
+
+def test_ctrl_c_under_torchrun_checkpoints_once_and_resumes(data_root, tmp_path):
+    """Ctrl-C reaches torchrun, which sends it on to each rank: the ranks agree on one iteration,
+    rank 0 saves it and prints the torchrun command that resumes; that command finishes the run."""
+    out = tmp_path / "ddp"
+    p = _torchrun(["train", *fast(data_root, *LONG, "train.checkpoint_every=100000", "train.log_every=1"),
+                   "--run-dir", str(out)])
+    _wait_for_a_row(out, p)
+    p.send_signal(signal.SIGINT)  # to the launcher alone, as a terminal's Ctrl-C (the workers have sessions of their own)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode != 0, err[-3000:]  # torchrun's own status when a signal stops it (1, with its traceback)
+    assert PACKAGE not in err, err[-3000:]  # no traceback through reslearn's code
+    assert err.count("stopping after this iteration to save a checkpoint") == 1, err[-3000:]  # rank 0 alone says it
+    said = [ln for ln in err.splitlines() if "resume with: " in ln]
+    assert len(said) == 1, err[-3000:]
+    m = re.fullmatch(r"reslearn train: interrupted at iteration (\d+) of 100000 by SIGINT; checkpoint (\S+); "
+                     r"resume with: (.+)", said[0])
+    assert m, said
+    done, saved, cmd = int(m[1]), Path(m[2]), m[3]
+    assert [f.name for f in (out / "checkpoints").iterdir()] == [saved.name] == [f"iter-{done:08d}.safetensors"]
+    assert " -m torch.distributed.run --standalone --nproc_per_node=2 -m reslearn.cli train " in cmd
+    assert cmd.endswith(" --resume"), cmd
+    resumed = subprocess.run(shlex.split(cmd.replace("schedule.iterations=100000", f"schedule.iterations={done + 2}")),
+                             cwd=ROOT, capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run = json.loads((out / "run.json").read_text())
+    assert (run["resumed_from"], run["world_size"]) == (done, 2)
+    assert json.loads((out / "final.json").read_text())["iteration"] == done + 2
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds the rank's pid in /proc")
+def test_sigterm_to_one_rank_stops_every_rank_at_its_checkpoint(data_root, tmp_path):
+    """A SIGTERM that reaches rank 1 only (a scheduler's stop, an OOM killer's warning) stops the
+    run as Ctrl-C does: rank 0, which writes, learns it in the step's agreement and checkpoints
+    the iteration every rank stopped at."""
+    out = tmp_path / "one"
+    p = _torchrun(["train", *fast(data_root, *LONG, "train.checkpoint_every=100000", "train.log_every=1"),
+                   "--run-dir", str(out)])
+    _wait_for_a_row(out, p)
+    os.kill(_worker(p.pid, rank=1), signal.SIGTERM)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode != 0, err[-3000:]  # torchrun reports the workers that exited 143
+    saved = [f.name for f in (out / "checkpoints").iterdir()]
+    assert len(saved) == 1, (saved, err[-3000:])
+    logged = [int(r["iteration"]) for r in csv.DictReader((out / "metrics.csv").read_text().splitlines())]
+    assert saved == [f"iter-{logged[-1]:08d}.safetensors"], (saved, logged[-3:])  # rank 0 stopped there too
+
+
+class _SignalDispositions(torch.utils.data.Dataset):
+    """Each item: whether the process loading it ignores SIGINT and SIGTERM."""
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        return torch.tensor([signal.getsignal(s) == signal.SIG_IGN for s in (signal.SIGINT, signal.SIGTERM)]), 0
+
+
+def test_dataloader_workers_leave_ctrl_c_to_the_trainer():
+    """A terminal's Ctrl-C and torchrun's forwarded signal reach the DataLoader workers too: they
+    ignore it (else the batch the iteration waits for would fail) and the trainer stops them."""
+    src = LoaderSource(_SignalDispositions(), batch_size=2, shuffle=False, seed=0, device=torch.device("cpu"),
+                       rank=0, world_size=1, accum_steps=1, workers=1, drop_last=False, channels_last=False)
+    (x, _), = list(src.iter_epoch(0))
+    assert x.tolist() == [[True, True], [True, True]]
+    assert signal.getsignal(signal.SIGINT) != signal.SIG_IGN  # the training process still hears it
 
 
 def test_resume_command_is_the_command_line_as_typed():

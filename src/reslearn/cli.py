@@ -1,12 +1,13 @@
 """The ``reslearn`` command line. Each subcommand is a small function over the library;
 a user's mistake (``ValueError``, ``ReslearnError``, an ``OSError`` such as a full disk) prints one
-line and exits 2; Ctrl-C during training saves a checkpoint, prints the command that resumes it
-and exits 130."""
+line and exits 2; Ctrl-C (or SIGTERM) during training saves a checkpoint, prints the command that
+resumes it and exits 130 (143)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -620,12 +621,33 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def resume_command(argv: Sequence[str]) -> str:
     """The command line as typed, made to resume: ``train`` gets ``--resume`` (and loses
-    ``--overwrite``, which would delete the run); experiments resume by running again."""
-    prog = "reslearn" if Path(sys.argv[0]).name == "reslearn" else f"{shlex.quote(sys.executable)} -m reslearn.cli"
+    ``--overwrite``, which would delete the run); experiments resume by running again. A rank of
+    ``torchrun`` gives the torchrun command that starts as many ranks again."""
+    launcher = torchrun_launcher()
+    if launcher:
+        prog = shlex.join([*launcher, "-m", "reslearn.cli"])
+    elif Path(sys.argv[0]).name == "reslearn":
+        prog = "reslearn"
+    else:
+        prog = f"{shlex.quote(sys.executable)} -m reslearn.cli"
     args = [a for a in argv if a != "--overwrite"]
     if args[:1] == ["train"] and "--resume" not in args:
         args.append("--resume")
     return f"{prog} {shlex.join(args)}"
+
+
+def torchrun_launcher() -> list[str]:
+    """In a worker that torchrun started (its environment says so), the torchrun command
+    (``python -m torch.distributed.run``: through this Python, never another install's) and the
+    options that start as many ranks: ``--standalone`` on one node, ``--nnodes`` on several (where
+    each node also needs the rendezvous options it was started with). Empty in any other process."""
+    env = os.environ
+    if "TORCHELASTIC_RUN_ID" not in env or int(env.get("WORLD_SIZE", "1")) <= 1:
+        return []
+    nodes = int(env.get("GROUP_WORLD_SIZE", "1"))
+    where = ["--standalone"] if nodes == 1 else [f"--nnodes={nodes}"]
+    per_node = env.get("LOCAL_WORLD_SIZE", env["WORLD_SIZE"])
+    return [sys.executable, "-m", "torch.distributed.run", *where, f"--nproc_per_node={per_node}"]
 
 
 def _one_line(e: BaseException) -> str:
@@ -650,7 +672,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except Interrupted as e:
-        print(f"reslearn {args.command}: {e}; resume with: {resume_command(argv)}", file=sys.stderr)
+        if int(os.environ.get("RANK", "0")) == 0:  # every rank stops; the one that wrote the checkpoint says so
+            nodes = int(os.environ.get("GROUP_WORLD_SIZE", "1"))
+            where = f" (on each of the {nodes} nodes, with its rendezvous options)" if nodes > 1 else ""
+            print(f"reslearn {args.command}: {e}; resume with: {resume_command(argv)}{where}", file=sys.stderr)
         return e.exit_code
     except (ReslearnError, ValueError, OSError) as e:
         print(f"reslearn {args.command}: error: {_one_line(e)}", file=sys.stderr)

@@ -1,5 +1,7 @@
 """Errors a user can cause and fix; the CLI prints them as one line and exits non-zero."""
 
+import signal
+
 
 class ReslearnError(Exception):
     """A user-facing error: bad input, missing data, impossible configuration, NaN loss."""
@@ -12,6 +14,11 @@ class RunFolderBusy(ReslearnError):
 
 
 class Interrupted(ReslearnError):
-    """Training stopped at the user's request (Ctrl-C) after writing a checkpoint."""
+    """Training stopped at the user's request (Ctrl-C, SIGTERM) after writing a checkpoint. Its
+    exit status is a shell's for the signal: 128 + its number (130 for SIGINT, 143 for SIGTERM)."""
 
-    exit_code = 130  # 128 + SIGINT, as a shell reports a process that Ctrl-C stopped
+    exit_code = 128 + signal.SIGINT
+
+    def __init__(self, message: str, *, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)

@@ -4,6 +4,7 @@ folders decoded once) with augmentation on the training device, and the ImageFol
 
 from __future__ import annotations
 
+import signal
 from typing import Callable, Iterator
 
 import torch
@@ -14,6 +15,7 @@ from ..data.datasets import DATA_SETS, app_builder, check_fields, data_set
 from ..data.source import InMemorySource, ShardedOrder
 from ..errors import ReslearnError
 from .device import auto_workers
+from .interrupt import STOP_SIGNALS
 
 __all__ = ["DataBundle", "build_data", "default_data_roots", "resolve_root", "IN_MEMORY"]
 
@@ -119,6 +121,15 @@ def build_data(
     )
 
 
+def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
+    """A DataLoader worker ignores SIGINT and SIGTERM: a Ctrl-C at a terminal, and the signal
+    torchrun sends on, reach the whole process group, and a worker that stopped would fail the
+    batch the iteration waits for. The training process stops at the end of that iteration
+    (engine.interrupt) and shuts its workers down as usual."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
 class LoaderSource:
     """ImageFolder data through a DataLoader: per-sample decoding and transforms in worker
     processes (ImageNet does not fit in memory). The order of an epoch is a permutation seeded by
@@ -141,6 +152,7 @@ class LoaderSource:
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_sampler=batches, num_workers=self.workers,
             pin_memory=self.device.type == "cuda", persistent_workers=False,
+            worker_init_fn=_leave_stop_signals_to_the_trainer,
             generator=torch.Generator().manual_seed(self.seed * 7919 + epoch * 104729 + start),
         )
         for x, y in loader:

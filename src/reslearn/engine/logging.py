@@ -1,11 +1,14 @@
 """Run logs: CSV metrics (always), TensorBoard event files (when tensorboard is installed) and
-the progress display (a bar on a terminal, plain lines in a log file)."""
+the progress display (a bar on a terminal, plain lines in a log file); the window of training
+numbers behind each row (``LogWindow``) and where a row goes (``RowOutput``)."""
 
 from __future__ import annotations
 
 import csv
+import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -119,3 +122,70 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class LogWindow:
+    """The training numbers behind the next metrics.csv row, over the iterations since the last.
+
+    ``sums`` are the sums of the loss, the errors, the error's denominator and the samples (the
+    loss is a sum over samples, so the row's mean is exact however the window's steps were
+    batched). Checkpoints save them (as ``log_acc``), so a run resumed between two rows writes the
+    row an uninterrupted run writes. The images and time since the last row give its throughput;
+    the evaluation of a row is left out of the next row's time."""
+
+    def __init__(self) -> None:
+        self.sums = [0.0, 0.0, 0.0, 0.0]
+        self.start()
+
+    def start(self) -> None:
+        """Start the clocks: ``elapsed_s`` counts from here (the loop's start in this process)."""
+        self._begun = time.perf_counter()
+        self.reset_clock()
+
+    def reset_clock(self) -> None:
+        self._t0, self._seen = time.perf_counter(), 0.0
+
+    def add(self, loss_sum: float, wrong: float, den: float, n: float) -> None:
+        """Count one optimizer step's sums (over all ranks)."""
+        self.sums = [a + b for a, b in zip(self.sums, (loss_sum, wrong, den, n))]
+        self._seen += n
+
+    def row(self, *, iteration: int, epoch: float, lr: float) -> dict[str, Any]:
+        """The window's row: the mean loss, the training error in percent, images/s."""
+        loss, wrong, den, n = self.sums
+        took = time.perf_counter() - self._t0
+        return {"iteration": iteration, "epoch": epoch, "lr": lr,
+                "train_loss": loss / n if n else math.nan, "train_err": 100 * wrong / max(den, 1),
+                "images_per_s": self._seen / took if took > 0 else None,
+                "elapsed_s": time.perf_counter() - self._begun}
+
+    def reset(self) -> None:
+        """A new window, once the row (and its evaluation) is written."""
+        self.sums = [0.0, 0.0, 0.0, 0.0]
+        self.reset_clock()
+
+
+@dataclass
+class RowOutput:
+    """Where the rows of the rank that writes go: metrics.csv and TensorBoard (``logger``) and the
+    progress display, which shows every row (``every_row``: ``train.progress``) or the evaluated
+    ones only. The other ranks get an empty one."""
+
+    logger: MetricLogger | None = None
+    progress: Progress | None = None
+    every_row: bool = True
+
+    def advance(self) -> None:
+        """One more iteration done."""
+        if self.progress is not None:
+            self.progress.update(1)
+
+    def write(self, row: dict[str, Any], *, evaluated: bool) -> None:
+        if self.progress is not None and (self.every_row or evaluated):
+            self.progress.show(row)
+        if self.logger is not None:
+            self.logger.log(row)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()

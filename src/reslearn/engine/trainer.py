@@ -7,7 +7,9 @@ iterations, evaluates, logs, checkpoints atomically and returns the final metric
 The parts, in the order a run uses them: ``init_distributed`` (ranks and device),
 ``resolve_model_kwargs`` (the model's arguments from the data), ``wrap_distributed`` (SyncBN and
 DDP), ``build_optimizer``; then ``Trainer.fit``, which claims the run folder (one run per folder:
-``engine.rundir``), resumes or starts afresh, and runs ``Trainer._loop``.
+``engine.rundir``), resumes or starts afresh, and runs ``Trainer._loop``: its steps
+(``Trainer._steps``), the rows, evaluations and checkpoints their ``Cadence`` calls for, a stop
+where a signal asked (``engine.interrupt``) and the end of the run (``Trainer._finish``).
 """
 
 from __future__ import annotations
@@ -20,13 +22,10 @@ import os
 import random
 import signal
 import subprocess
-import sys
-import threading
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -52,7 +51,8 @@ from ..results import machine_description
 from ..tasks import ClassificationTask, Task
 from .data import DataBundle, build_data
 from .device import auto_threads, auto_workers, select_device
-from .logging import MetricLogger, Progress
+from .interrupt import InterruptFlag
+from .logging import LogWindow, MetricLogger, Progress, RowOutput
 from .rundir import check_run_dir, clear_run, lock_run_dir
 from .schedule import LRPolicy
 
@@ -239,33 +239,30 @@ def default_run_dir(cfg: Config) -> Path:
     return Path(t.out_dir) / (t.run_name or f"{cfg.model.name}-{cfg.data.name}-seed{t.seed}")
 
 
-class InterruptFlag:
-    """Ctrl-C while training: the first SIGINT asks the loop to stop at the end of the current
-    iteration, where a checkpoint resumes bit for bit (one taken mid-step, between backward and
-    the optimizer's update, would not); a second SIGINT quits at once. Installed only in the main
-    thread of a single process: under torchrun the launcher forwards signals to every rank on its
-    own schedule, so there the last periodic checkpoint is what a Ctrl-C keeps."""
+@dataclass(frozen=True)
+class Cadence:
+    """When the loop writes a metrics row, evaluates and checkpoints (``train.log_every``,
+    ``eval_every``, ``checkpoint_every``, counted in iterations done): every evaluation comes with
+    a row, and the last iteration does all three, so a finished run has its final numbers."""
 
-    def __init__(self, *, enabled: bool = True) -> None:
-        self.enabled, self.requested = enabled, False
-        self._old: Any = None
+    total: int
+    log_every: int
+    eval_every: int
+    checkpoint_every: int
 
-    def __enter__(self) -> InterruptFlag:
-        if self.enabled and threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        return self
+    @classmethod
+    def of(cls, cfg: Config) -> Cadence:
+        t = cfg.train
+        return cls(cfg.schedule.iterations, t.log_every, t.eval_every, t.checkpoint_every)
 
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("reslearn: stopping after this iteration to save a checkpoint (Ctrl-C again to quit now)",
-              file=sys.stderr, flush=True)
+    def logs(self, done: int) -> bool:
+        return done % self.log_every == 0 or self.evaluates(done)
 
-    def __exit__(self, *exc: Any) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-            self._old = None
+    def evaluates(self, done: int) -> bool:
+        return done % self.eval_every == 0 or done == self.total
+
+    def checkpoints(self, done: int) -> bool:
+        return done % self.checkpoint_every == 0 or done == self.total
 
 
 class Trainer:
@@ -308,7 +305,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.amp == "fp16")
         self.iteration = 0
         self.best: float | None = None
-        self.log_acc = torch.zeros(4, dtype=torch.float64)
+        self.window = LogWindow()  # the training numbers behind the next metrics row
         self.run_dir = Path(run_dir) if run_dir else self.default_run_dir()
         self.final: dict[str, Any] = {}
         self.commit = git_commit()  # checkpoints and run.json record it
@@ -362,7 +359,7 @@ class Trainer:
             "policy": self.policy.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
             "best": self.best,
-            "log_acc": self.log_acc.tolist(),
+            "log_acc": list(self.window.sums),
             "final": self.final,  # the last evaluation: a run resumed at its end reports it again
         }
         ckdir = self.run_dir / "checkpoints"
@@ -396,7 +393,7 @@ class Trainer:
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         self.iteration, self.best = meta["iteration"], meta.get("best")
-        self.log_acc = torch.tensor(meta.get("log_acc", [0.0] * 4), dtype=torch.float64)
+        self.window.sums = [float(x) for x in meta.get("log_acc", [0.0] * 4)]
         self.final = meta.get("final", {})
 
     def _load_ema(self, tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -458,12 +455,16 @@ class Trainer:
         }, indent=2))
         return MetricLogger(self.run_dir, tensorboard=self.cfg.train.tensorboard, resume_from=resumed_from)
 
-    def _stop_at_interrupt(self) -> None:
+    def _stop_at_interrupt(self, signum: int) -> None:
+        """Stop where signal ``signum`` asked: rank 0 checkpoints this iteration (unless the cadence
+        just did), the other ranks wait for it, and every rank raises ``Interrupted``."""
         path = self.run_dir / "checkpoints" / f"iter-{self.iteration:08d}.safetensors"
         if self.dist.main and not path.is_file():
             path = self.save_checkpoint()
-        raise Interrupted(f"interrupted at iteration {self.iteration} of {self.cfg.schedule.iterations}; "
-                          f"checkpoint {path}")
+        if self.dist.world > 1:  # torchrun stops every worker once one exits: not before the checkpoint is whole
+            dist.barrier()
+        raise Interrupted(f"interrupted at iteration {self.iteration} of {self.cfg.schedule.iterations} by "
+                          f"{signal.Signals(signum).name}; checkpoint {path}", signum=signum)
 
     # ------------------------------------------------------------------ the loop
     def fit(self, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
@@ -474,7 +475,7 @@ class Trainer:
             with self._claim_run_dir():
                 logger = self._begin(resume=resume, overwrite=overwrite)
                 try:
-                    with InterruptFlag(enabled=self.dist.world == 1) as self.interrupt:
+                    with InterruptFlag(announce=self.dist.main) as self.interrupt:
                         self._loop(logger)
                 finally:
                     if logger:
@@ -486,65 +487,81 @@ class Trainer:
         return self.final
 
     def _loop(self, logger: MetricLogger | None) -> None:
-        cfg, t = self.cfg, self.cfg.train
-        total, accum = cfg.schedule.iterations, cfg.optim.accum_steps
-        src = self.data.train
-        steps_per_epoch = len(src) // accum
-        if steps_per_epoch < 1:
-            raise ReslearnError(f"the training set is smaller than one batch of {cfg.optim.batch_size}")
-        # train.progress=false: plain lines at evaluations only (Progress), never a bar
-        bar = Progress(total=total, initial=self.iteration, desc=cfg.model.name,
-                       tty=None if t.progress else False) if self.dist.main else None
+        """The iterations from ``self.iteration`` to the end: each a step, then the row (with an
+        evaluation) and the checkpoint its number calls for, and a stop where a signal asked."""
+        per_epoch = self._steps_per_epoch()
+        cadence = Cadence.of(self.cfg)
+        out = self._row_output(logger)
         self.model.train()
-        acc = self.log_acc  # loss sum, errors, error denominator, n since the last log row
-        t0, seen, start_time = time.perf_counter(), 0, time.perf_counter()
-        while self.iteration < total:
-            epoch, pos = divmod(self.iteration, steps_per_epoch)
-            for m, batch in enumerate(src.iter_epoch(epoch, start=pos * accum)):
-                it = self.iteration
-                lr = self.policy.lr(it)
-                for g in self.optimizer.param_groups:
-                    g["lr"] = lr
-                stats = self._micro_step(batch, m, accum)
-                if stats is None:
-                    continue
-                loss_sum, wrong, den, n = stats
-                if not math.isfinite(loss_sum):
-                    raise NonFiniteLoss(f"loss became {loss_sum} at iteration {it} (lr {lr:g}); {self._kept()}")
-                self.iteration += 1
-                self.policy.after_step(it, wrong, den)
-                acc += torch.tensor([loss_sum, wrong, den, n], dtype=torch.float64)
-                seen += n
+        self.window.start()
+        while self.iteration < cadence.total:
+            epoch, pos = divmod(self.iteration, per_epoch)
+            for lr in self._steps(epoch, pos):
                 done = self.iteration
-                if bar:
-                    bar.update(1)
-                if done % t.log_every == 0 or done == total or done % t.eval_every == 0:
-                    el = time.perf_counter() - t0
-                    row = {"iteration": done, "epoch": round(done / steps_per_epoch, 3), "lr": lr,
-                           "train_loss": float(acc[0] / acc[3]), "train_err": float(100 * acc[1] / max(float(acc[2]), 1)),
-                           "images_per_s": seen / el if el > 0 else None,
-                           "elapsed_s": time.perf_counter() - start_time}
-                    evaluated = done % t.eval_every == 0 or done == total
-                    if evaluated:
-                        row.update(self._eval_and_track())
-                        # training error of the last logged window, beside the eval numbers
-                        self.final["train_err"] = row["train_err"]
-                        self.final["train_loss"] = row["train_loss"]
-                    if bar and (t.progress or evaluated):
-                        bar.show(row)
-                    if logger:
-                        logger.log(row)
-                    acc.zero_()
-                    t0, seen = time.perf_counter(), 0
-                if (done % t.checkpoint_every == 0 or done == total) and self.dist.main:
+                out.advance()
+                if cadence.logs(done):
+                    self._write_row(out, lr=lr, epoch=round(done / per_epoch, 3), evaluate=cadence.evaluates(done))
+                if cadence.checkpoints(done) and self.dist.main:
                     self.save_checkpoint()
-                if self.interrupt.requested:
-                    self._stop_at_interrupt()
-                if done >= total:
+                if signum := self.interrupt.agreed(world=self.dist.world, device=self.device):
+                    self._stop_at_interrupt(signum)
+                if done >= cadence.total:
                     break
-        if bar:
-            bar.close()
-        if not self.final:  # resumed at its last iteration from a checkpoint that predates "final"
+        out.close()
+        self._finish()
+
+    def _steps_per_epoch(self) -> int:
+        n = len(self.data.train) // self.cfg.optim.accum_steps
+        if n < 1:
+            raise ReslearnError(f"the training set is smaller than one batch of {self.cfg.optim.batch_size}")
+        return n
+
+    def _row_output(self, logger: MetricLogger | None) -> RowOutput:
+        """Rank 0's rows go to ``logger`` and the progress display; train.progress=false shows plain
+        lines at evaluations only (Progress), never a bar."""
+        if not self.dist.main:
+            return RowOutput()
+        progress = self.cfg.train.progress
+        bar = Progress(total=self.cfg.schedule.iterations, initial=self.iteration, desc=self.cfg.model.name,
+                       tty=None if progress else False)
+        return RowOutput(logger, bar, every_row=progress)
+
+    def _steps(self, epoch: int, pos: int) -> Iterator[float]:
+        """The optimizer steps of ``epoch`` from its ``pos``-th on. Each sets the lr, runs the step's
+        micro-batches, stops the run on a non-finite loss, counts the step (``self.iteration``, the
+        LR policy, the log window) and yields the lr it used."""
+        accum = self.cfg.optim.accum_steps
+        for m, batch in enumerate(self.data.train.iter_epoch(epoch, start=pos * accum)):
+            it = self.iteration
+            lr = self.policy.lr(it)
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr
+            stats = self._micro_step(batch, m, accum)
+            if stats is None:
+                continue
+            loss_sum, wrong, den, n = stats
+            if not math.isfinite(loss_sum):
+                raise NonFiniteLoss(f"loss became {loss_sum} at iteration {it} (lr {lr:g}); {self._kept()}")
+            self.iteration += 1
+            self.policy.after_step(it, wrong, den)
+            self.window.add(loss_sum, wrong, den, n)
+            yield lr
+
+    def _write_row(self, out: RowOutput, *, lr: float, epoch: float, evaluate: bool) -> None:
+        """Write the log window's row, with an evaluation when ``evaluate``, and start a new window."""
+        row = self.window.row(iteration=self.iteration, epoch=epoch, lr=lr)
+        if evaluate:
+            row.update(self._eval_and_track())
+            # training error of the last logged window, beside the eval numbers
+            self.final["train_err"], self.final["train_loss"] = row["train_err"], row["train_loss"]
+        out.write(row, evaluated=evaluate)
+        self.window.reset()
+
+    def _finish(self) -> None:
+        """The end of the run: rank 0 writes model.safetensors and final.json (after an evaluation
+        when the run has none: resumed at its last iteration from a checkpoint that predates
+        "final"), and every rank waits for it."""
+        if not self.final:
             self._eval_and_track()
         if self.dist.main:
             self.save_weights("model.safetensors", self.final)
