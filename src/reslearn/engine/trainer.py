@@ -592,8 +592,10 @@ class Trainer:
         if not last:
             return None
         stats = self._step_stats
-        if self.dist.world > 1:
+        if self.dist.world > 1:  # on the training device: nccl reduces CUDA tensors only (gloo: a no-op move)
+            stats = stats.to(self.device)
             dist.all_reduce(stats)
+            stats = stats.cpu()
         if math.isfinite(float(stats[0])):
             if self.cfg.optim.clip_grad_norm > 0:
                 self.scaler.unscale_(self.optimizer)  # clip the true gradients, not fp16-scaled ones
