@@ -56,7 +56,7 @@ def test_stego_drn_trains_through_the_cli(cifar_root, tmp_path):
     out = tmp_path / "stego"
     r = run("train", "--recipe", "stego_drn_quick", f"data.root={cifar_root}", "data.options.cover_source=cifar10",
             "data.options.size=0", "data.options.limit=64", "data.options.payload=0.4",
-            "data.options.test_fraction=0.25", "data.options.val_fraction=0", "model.kwargs.width=4",
+            "data.test_size=0.25", "data.val_size=0", "model.kwargs.width=4",
             "model.kwargs.hidden=16", "optim.batch_size=16", *SHORT, "--run-dir", str(out))
     assert r.returncode == 0, r.stderr
     assert "test pe" in r.stdout
@@ -89,7 +89,7 @@ def test_age_gender_trains_through_the_cli(utk_root, tmp_path):
 def test_stego_bundle_keeps_pairs_together_and_checks_options(cifar_root):
     cfg = load_config("stego_drn_quick", [f"data.root={cifar_root}", "data.options.cover_source=cifar10",
                                           "data.options.size=0", "data.options.limit=40",
-                                          "data.options.val_fraction=0.25", "data.options.test_fraction=0.25"])
+                                          "data.val_size=0.25", "data.test_size=0.25"])
     b = build_data(cfg.data, batch_size=8, seed=0, device=torch.device("cpu"))
     assert (b.num_classes, b.in_chans, b.image_size, b.classes) == (2, 1, (32, 32), ["cover", "stego"])
     names = {k: set(s.pairs.names) for k, s in {"train": b.train, **b.evals}.items()}
@@ -103,8 +103,8 @@ def test_stego_bundle_keeps_pairs_together_and_checks_options(cifar_root):
     with pytest.raises(ReslearnError, match="unknown option data.options.colour"):
         build_data(cfg.data, batch_size=8, seed=0, device=torch.device("cpu"))
     del cfg.data.options["colour"]
-    cfg.data.options["test_fraction"] = 0.8
-    with pytest.raises(ValueError, match="below 1"):
+    cfg.data.test_size = 0.8
+    with pytest.raises(ReslearnError, match="data.test_size . data.val_size must leave training pairs of stego"):
         build_data(cfg.data, batch_size=8, seed=0, device=torch.device("cpu"))
 
 

@@ -8,6 +8,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import warnings
 import zlib
 from pathlib import Path
 
@@ -417,8 +418,10 @@ def test_a_field_a_data_set_does_not_read_is_an_error(capsys):
         register(DataSetSpec("mine", ("val_fraction",)))
     for name, override, why in [
         ("imagefolder", "data.val_size=5000", "its val/ folder is the held-out split"),
-        ("stego", "data.train_subset=100", "it reads data.augment, data.options"),
+        ("stego", "data.normalize=per_channel", "it reads data.val_size, data.test_size, data.train_subset"),
         ("speech-commands", "data.val_size=10", "it has its own validation split"),
+        ("speech-commands", "data.test_size=100", "it has its own test split"),
+        ("cifar10", "data.test_size=0.2", "its test split is its own"),
         ("cifar10", "data.image_size=64", "it reads data.val_size"),
         ("cifar10", "data.options.size=3", "it reads data.val_size"),
     ]:
@@ -431,9 +434,142 @@ def test_a_field_a_data_set_does_not_read_is_an_error(capsys):
 def test_reslearn_data_lists_what_each_data_set_reads(capsys):
     rc, out, _ = cli(capsys, "data", "stego")
     keys = [ln.split()[0] for ln in out.splitlines()]
-    assert rc == 0 and keys[:3] == ["data.root", "data.split_seed", "data.augment"]
-    assert "data.options.cover_source" in keys and "data.val_size" not in keys
+    assert rc == 0 and keys[:3] == ["data.root", "data.split_seed", "data.eval_batch_size"]
+    assert {"data.val_size", "data.test_size", "data.train_subset", "data.test_subset",
+            "data.options.cover_source"} <= set(keys)
+    assert "data.normalize" not in keys and not any("fraction" in k or "options.eval_batch" in k for k in keys)
     rc, out, _ = cli(capsys, "data", "imagefolder")
     assert "data.shared_classes" in out and "data.val_size" not in out and "data.normalize" not in out
+    assert "data.test_size" not in out and "data.eval_batch_size" in out
     rc, _, err = cli(capsys, "data", "imagenet")
     assert rc == 2 and err.count("\n") == 1 and "no data set 'imagenet'; known: cifar10" in err
+
+
+def _fake_apps(monkeypatch, n: int = 50) -> None:
+    """The stego and utkface loaders replaced by ``n`` generated covers / faces, so that their
+    splitting runs alone (the files they read are tested in test_apps_*)."""
+    from reslearn.apps import faces, stego
+
+    covers = stego.CoverSet(np.random.default_rng(0).integers(0, 256, (n, 8, 8), dtype=np.uint8),
+                            [f"c{i}" for i in range(n)])
+    monkeypatch.setattr(stego, "load_covers", lambda source, **kw: covers)
+    faceset = faces.FaceSet(torch.zeros(n, 3, 4, 4, dtype=torch.uint8), torch.arange(n).float(),
+                            torch.arange(n) % 2, [f"f{i}" for i in range(n)])
+    monkeypatch.setattr(faces, "load_utkface", lambda root, **kw: faceset)
+    monkeypatch.setattr(faces, "utkface_root", lambda root: Path(root))
+    monkeypatch.setattr(faces, "utkface_cache_dir", lambda cache_dir, root: None)
+
+
+_APPS = {"stego": ("stego_drn_quick", lambda s: list(s.pairs.names)),
+         "utkface": ("utkface_age_gender_quick", lambda s: s.targets[:, 1].long().tolist())}  # age = index
+
+
+def _app_splits(name: str, *overrides: str) -> dict[str, list]:
+    from reslearn.engine.data import build_data
+
+    recipe, ident = _APPS[name]
+    cfg = load_config(recipe, ["data.root=/nowhere", "data.augment=none", *overrides]).data
+    b = build_data(cfg, batch_size=8, seed=0, device=torch.device("cpu"))
+    return {k: ident(src) for k, src in {"train": b.train, **b.evals}.items()}
+
+
+@pytest.mark.parametrize("name", ["stego", "utkface"])
+def test_the_application_data_sets_split_with_the_shared_fields(monkeypatch, capsys, tmp_path, name):
+    _fake_apps(monkeypatch)
+    shares = _app_splits(name, "data.test_size=0.2", "data.val_size=0.2")
+    assert [len(shares[k]) for k in ("train", "val", "test")] == [30, 10, 10]
+    assert not set(shares["train"]) & set(shares["val"]) and not set(shares["val"]) & set(shares["test"])
+    assert _app_splits(name, "data.test_size=10", "data.val_size=10") == shares  # a count means its share
+    cut = _app_splits(name, "data.test_size=10", "data.val_size=10", "data.train_subset=16", "data.test_subset=4")
+    assert [len(cut[k]) for k in ("train", "val", "test")] == [16, 4, 4]
+    assert all(set(cut[k]) <= set(shares[k]) for k in shares)
+    what = "pairs" if name == "stego" else "faces"
+    for bad, message in [
+        (["data.test_size=0"], f"data.test_size must hold out the test split of {name}: a share 0 < x < 1"),
+        (["data.test_size=0.5", "data.val_size=0.5"], f"data.test_size + data.val_size must leave training {what}"),
+        (["data.test_size=50"], f"data.test_size=50 leaves an empty split of the 50 samples of {name} ({what})"),
+        (["data.options.test_fraction=0.2"], "data.options.test_fraction is now data.test_size"),
+        (["data.options.eval_batch_size=64"], "data.options.eval_batch_size is now data.eval_batch_size"),
+        (["data.val_size=1.5"], "data.val_size must be a count (a whole number) or a share 0 < x < 1; got 1.5"),
+    ]:
+        rc, _, err = cli(capsys, "train", "-r", _APPS[name][0], "data.root=/nowhere", *bad, "--run-dir", tmp_path / "r")
+        assert rc == 2 and err.count("\n") == 1 and message in err, (bad, err)
+
+
+# ------------------------------------------------------------------ one evaluation path
+
+
+def _samples(ds):
+    """What a split holds: (images, labels) of an ArrayDataset, (path, label) pairs of a folder."""
+    if hasattr(ds, "images"):
+        return ds.images, ds.labels.cpu()
+    return [ds.dataset.samples[i] for i in ds.indices] if hasattr(ds, "indices") else list(ds.samples)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "imagefolder"])
+def test_the_trainer_and_eval_build_a_split_through_one_function(tmp_path, monkeypatch, name):
+    """The trainer's val/test sources and eval_split (eval, ensemble, analyze, export) both come
+    from split_datasets, and hold the same samples with the same labels for the same run."""
+    from reslearn.config import config_to_dict
+    from reslearn.engine import data as engine_data
+    from reslearn.engine import evaluate
+
+    if name == "cifar10":
+        root = require_data(DATA / "cifar-10-batches-py", "CIFAR-10 python batches").parent
+        extra = ["data.val_size=300", "data.train_subset=500", "data.test_subset=200"]
+    else:
+        root = tmp_path / "r"
+        _copy_cifar(root, "train", C3, 4, src_split="train")
+        _copy_cifar(root, "val", C3, 3)
+        extra = ["data.image_size=32", "data.workers=0", "data.test_subset=7"]
+    cfg = load_config("cifar10_quick", [f"data.name={name}", f"data.root={root}", *extra])
+    asked, real = [], engine_data.split_datasets
+
+    def spy(cfg, splits, **kw):
+        asked.append(tuple(splits))
+        return real(cfg, splits, **kw)
+
+    monkeypatch.setattr(engine_data, "split_datasets", spy)
+    monkeypatch.setattr(evaluate, "split_datasets", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the local CIFAR copy's checksum note
+        b = engine_data.build_data(cfg.data, batch_size=16, seed=0, device=torch.device("cpu"))
+        doc = {"config": config_to_dict(cfg), "classes": b.classes}
+        for split, src in b.evals.items():
+            ours = src.dataset if hasattr(src, "dataset") else src
+            _, theirs = evaluate.eval_split(doc, split=split, limit=cfg.data.test_subset)
+            got, want = _samples(ours), _samples(theirs)
+            assert all(map(torch.equal, got, want)) if name == "cifar10" else got == want
+        _, train = evaluate.eval_split(doc, split="train")
+    splits = ["val", "test"] if name == "cifar10" else ["test"]
+    assert asked == [("train", *splits), *[(s,) for s in splits], ("train",)]
+    # "train" is what the run trained on: without the held-out val images
+    assert len(train) == (49700 if name == "cifar10" else 12)
+
+
+# ------------------------------------------------------------------ one evaluation batch size
+
+
+def test_one_evaluation_batch_size(tmp_path, monkeypatch):
+    """data.eval_batch_size sets every data set's evaluation batches; by default the larger of the
+    training batch and EVAL_BATCH_SIZE."""
+    from dataclasses import replace
+
+    from reslearn.data.bundle import EVAL_BATCH_SIZE
+    from reslearn.engine.data import build_data
+
+    cpu = torch.device("cpu")
+    root = tmp_path / "r"
+    _copy_cifar(root, "train", C3, 4, src_split="train")
+    _copy_cifar(root, "val", C3, 3)
+    for name, extra in (("imagefolder", {"image_size": 32}), ("imagefolder-memory", {})):
+        cfg = DataConfig(name=name, root=str(root), workers=0, **extra)
+        sizes = [build_data(c, batch_size=bs, seed=0, device=cpu).evals["test"].plan.batch_size
+                 for c, bs in ((cfg, 4), (cfg, 512), (replace(cfg, eval_batch_size=2), 4))]
+        assert sizes == [EVAL_BATCH_SIZE, 512, 2], name
+    _fake_apps(monkeypatch)
+    # 10 test pairs in batches of 5 images rounded up to 3 whole pairs; 10 test faces in batches of 5
+    for name, batches in (("stego", 4), ("utkface", 2)):
+        cfg = load_config(_APPS[name][0], ["data.root=/nowhere", "data.eval_batch_size=5"]).data
+        assert len(build_data(cfg, batch_size=8, seed=0, device=cpu).evals["test"]) == batches
+        assert len(build_data(replace(cfg, eval_batch_size=0), batch_size=8, seed=0, device=cpu).evals["test"]) == 1

@@ -89,9 +89,8 @@ def analyze_responses(paths: Sequence[str | Path], *, root: str | None = None, l
                       out: str | Path = "responses.png", device: str = "cpu") -> dict[str, Any]:
     """Response stds of each checkpoint's model over its test set; writes the Fig. 7 plot."""
     from .checkpoint import load_model
-    from .data.source import InMemorySource
     from .engine.data import IN_MEMORY
-    from .engine.evaluate import _data_cfg, _normalizer, eval_split
+    from .engine.evaluate import _data_cfg, eval_source, eval_split
     from .errors import ReslearnError
 
     curves, table = {}, {}
@@ -101,7 +100,7 @@ def analyze_responses(paths: Sequence[str | Path], *, root: str | None = None, l
         if cfg.name not in IN_MEMORY:
             raise ReslearnError("response analysis reads in-memory data sets (CIFAR, MNIST-like)")
         _, test = eval_split(doc, split="test", root=root, limit=limit)
-        src = InMemorySource(test.images, test.labels, batch_size=500, normalize=_normalizer(doc, device), device=device)
+        src = eval_source(doc, test, device=device)
         res = layer_response_std(model, src.iter_epoch(0))
         label = doc["model"] if doc["model"] not in curves else f"{doc['model']} ({Path(p).parent.name})"
         curves[label] = [s for _, s in res]

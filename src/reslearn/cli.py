@@ -221,6 +221,8 @@ def _add_no_fast(p: argparse.ArgumentParser) -> None:
 
 @subcommand
 def _add_eval(sub: argparse._SubParsersAction) -> None:
+    from .data.bundle import EVAL_BATCH_SIZE
+
     p = sub.add_parser("eval", help="evaluate a checkpoint (top-1/top-5 error)",
                        description="Evaluate a weights file or training checkpoint on the test (or "
                        "val) split of its data set, or of --dataset/--data.")
@@ -235,7 +237,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    "({56,64,96,120,160} for imagenet64's 56)")
     p.add_argument("--scales", type=int, nargs="+", metavar="S",
                    help="multi-scale testing at these shorter sides instead (implies --multi-scale)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE, help="images per batch (default: %(default)s)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--limit", type=int, default=0,
                    help="evaluate only N images (the first N; a fixed random N of an image folder)")

@@ -68,11 +68,16 @@ class DataConfig:
     # Folder holding the data set; "" searches $RESLEARN_DATA_DIR, ./.data, ~/.cache/reslearn.
     root: str = ""
     download: bool = False
-    # Held-out validation images taken from the training set (the paper's CIFAR split: 5000).
-    val_size: int = 0
+    # The split vocabulary of every data set (reslearn.data.datasets; a field a data set cannot
+    # use is an error naming it). val_size: validation images held out of the training data (the
+    # paper's CIFAR split: 5000), a count or a share 0 < x < 1. test_size: the same for the test
+    # split of data sets without one of their own (stego, utkface). Both drawn by split_seed.
+    val_size: int | float = 0
+    test_size: int | float = 0
     split_seed: int = 0
     # Use only N training / test images (0 = all): CPU budgets. The first N of CIFAR/IDX files
-    # (already in random order); a fixed random N (split_seed) of image folders (class-sorted).
+    # (already in random order); a fixed random N (split_seed) of image folders (class-sorted)
+    # and of the speech and application sets. test_subset cuts each evaluation split (val, test).
     train_subset: int = 0
     test_subset: int = 0
     augment: str = "standard"  # standard (the paper's for the data set) | none
@@ -85,6 +90,8 @@ class DataConfig:
     # Image folders: val/ may lack some of train/'s classes or have others; evaluate on the
     # classes both have (with a warning) instead of refusing. Labels are matched by class name.
     shared_classes: bool = False
+    # Samples per evaluation batch (0: max(optim.batch_size, reslearn.data.bundle.EVAL_BATCH_SIZE)).
+    eval_batch_size: int = 0
     # Keyword arguments of an application data set's builder (speech-commands, digit-strings,
     # stego, utkface); each builder validates its own and names unknown ones.
     options: dict[str, Any] = field(default_factory=dict)
@@ -389,12 +396,19 @@ def validate(cfg: Config) -> None:
     for k in ("eval_every", "log_every", "checkpoint_every", "keep_last"):
         if getattr(t, k) < 1:
             raise ReslearnError(f"train.{k} must be >= 1; got {getattr(t, k)}")
-    for k in ("val_size", "train_subset", "test_subset", "image_size"):
-        if getattr(cfg.data, k) < 0:
-            raise ReslearnError(f"data.{k} must be >= 0; got {getattr(cfg.data, k)}")
+    _validate_data(cfg.data)
     for key, v in (("data.workers", cfg.data.workers), ("train.threads", t.threads)):
         if v != "auto" and (isinstance(v, str) or v < 0):
             raise ReslearnError(f"{key} must be a count >= 0 or auto; got {v!r}")
+
+
+def _validate_data(d: DataConfig) -> None:
+    for k in ("val_size", "test_size", "train_subset", "test_subset", "image_size", "eval_batch_size"):
+        if getattr(d, k) < 0:
+            raise ReslearnError(f"data.{k} must be >= 0; got {getattr(d, k)}")
+    for k in ("val_size", "test_size"):
+        if isinstance(getattr(d, k), float) and getattr(d, k) >= 1:
+            raise ReslearnError(f"data.{k} must be a count (a whole number) or a share 0 < x < 1; got {getattr(d, k)}")
 
 
 def _validate_onecycle(s: ScheduleConfig) -> None:

@@ -383,32 +383,30 @@ def build_bundle(
     accum_steps: int = 1,
     size: int = 224,
     limit: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
     cache_dir: str = "",
     gender_weight: float = 1.0,
     age_weight: float = 1.0,
-    eval_batch_size: int = 0,
 ) -> Any:
     """The engine's ``data.name: utkface``: faces split by a seeded permutation
-    (``data.split_seed``) into train / val / test, with :class:`AgeGenderTask`.
+    (``data.split_seed``) into train / (val) / test, with :class:`AgeGenderTask`.
+
+    Splits, in the shared ``data.*`` fields, counted in faces: ``data.test_size`` and
+    ``data.val_size`` (a share of all faces or a count; the best checkpoint is picked on val);
+    ``data.train_subset`` / ``data.test_subset`` then keep a fixed random number of the training /
+    each held-out split's faces.
 
     Options (``data.options``):
         size: decoded side (224 in the paper; 64 or 96 for CPU budgets).
-        limit: a seeded random subset of this many faces (0 = all).
-        val_fraction / test_fraction: fractions of all faces held out for validation (best
-            checkpoint) and test.
+        limit: a seeded random subset of this many faces (0 = all), before splitting.
         cache_dir: keep the decoded arrays there (see :func:`load_utkface`); "" = no cache;
             ``"auto"``: ``.reslearn-cache`` beside the image folder, when it can be created.
         gender_weight / age_weight: the loss weights of :class:`AgeGenderTask`.
-        eval_batch_size: 0 = max(batch_size, 128).
 
     ``data.augment: standard`` flips training faces horizontally at random; ``none`` does not.
     """
-    from ..data.bundle import DataBundle
-    from .common import check_fractions
+    from ..data.bundle import DataBundle, eval_batch_size
+    from .common import cut_splits, held_out_shares
 
-    check_fractions(test_fraction, val_fraction)
     if not isinstance(limit, int) or limit < 0:
         raise ValueError(f"limit must be an integer >= 0; got {limit!r}")
     root = utkface_root(cfg.root)
@@ -416,19 +414,19 @@ def build_bundle(
     with warnings.catch_warnings(record=True) as caught:  # skipped names go into info, not stderr
         warnings.simplefilter("always")
         faces = load_utkface(root, size=size, limit=limit or None, seed=cfg.split_seed, cache_dir=cache)
-    rest, test = faces.split(val_fraction=test_fraction, seed=cfg.split_seed)
+    test_share, val_share = held_out_shares(cfg, len(faces), what="faces")
+    train, test = faces.split(val_fraction=test_share, seed=cfg.split_seed)
     held = {"test": test}
-    if val_fraction:
-        train, val = rest.split(val_fraction=val_fraction / (1.0 - test_fraction), seed=cfg.split_seed)
+    if val_share:
+        train, val = train.split(val_fraction=val_share / (1.0 - test_share), seed=cfg.split_seed)
         held = {"val": val, "test": test}
-    else:
-        train = rest
+    train, held = cut_splits(cfg, train, held)
     if len(train) < batch_size:
         raise ReslearnError(f"{len(train)} training faces are fewer than one batch of {batch_size}")
     shard = dict(rank=rank, world_size=world_size, accum_steps=accum_steps)
     train_src = FaceSource(train, batch_size=batch_size, train=True, augment=cfg.augment == "standard",
                            seed=seed, device=device, **shard)
-    ebs = eval_batch_size or max(batch_size, 128)
+    ebs = eval_batch_size(cfg, batch_size)
     evals = {k: FaceSource(f, batch_size=ebs, device=device) for k, f in held.items()}
     return DataBundle(
         train=train_src,

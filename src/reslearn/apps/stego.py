@@ -533,15 +533,17 @@ def build_bundle(
     limit: int = 0,
     size: int = 0,
     stego_root: str = "",
-    test_fraction: float = 0.2,
-    val_fraction: float = 0.0,
     embed_seed: int = 0,
-    eval_batch_size: int = 0,
     cache_dir: str = "",
 ) -> Any:
     """The engine's ``data.name: stego``: cover/stego pairs split over pairs into train / (val) /
     test, with :class:`StegoTask`. ``batch_size`` counts images (a batch holds
     ``batch_size // 2`` whole pairs).
+
+    Splits, in the shared ``data.*`` fields, counted in pairs: ``data.test_size`` and
+    ``data.val_size`` (a share of all pairs or a count) are held out by ``data.split_seed``;
+    ``data.train_subset`` / ``data.test_subset`` then keep a fixed random number of the training /
+    each held-out split's pairs; ``data.eval_batch_size`` counts images (rounded up to whole pairs).
 
     Options (``data.options``):
         cover_source: ``"cifar10"``, ``"utkface"`` or a folder (see :func:`load_covers`);
@@ -549,30 +551,29 @@ def build_bundle(
         payload: bits per pixel of the LSB-matching embedding (ignored with ``stego_root``).
         limit: number of covers (0 = all); size: see :func:`load_covers`.
         stego_root: a folder of ready-made stego images named as the covers (folder covers).
-        test_fraction / val_fraction: fractions of the *pairs* held out (``data.split_seed``).
         embed_seed: global seed of the per-image embedding keys (:func:`image_seed`).
-        eval_batch_size: images per evaluation batch (0 = max(batch_size, 256)).
         cache_dir: decoded UTKFace covers are cached there (``"auto"``: beside the data).
 
     ``data.augment: standard`` applies :func:`pair_dihedral` to training pairs; ``none`` does not.
     """
-    from ..data.bundle import DataBundle
-    from .common import check_fractions
+    from ..data.bundle import DataBundle, eval_batch_size
+    from .common import cut_splits, held_out_shares
 
-    check_fractions(test_fraction, val_fraction)
     covers = load_covers(cover_source, root=cfg.root, size=size, limit=limit, cache_dir=cache_dir)
+    test_share, val_share = held_out_shares(cfg, len(covers), what="pairs")
     if stego_root:
         pairs = StegoPairs.from_folder(covers, Path(stego_root).expanduser())
     else:
         pairs = StegoPairs.embed(covers, payload=payload, seed=embed_seed)
-    train, test = pairs.split(test_fraction=test_fraction + val_fraction, seed=cfg.split_seed)
+    train, test = pairs.split(test_fraction=test_share + val_share, seed=cfg.split_seed)
     held = {"test": test}
-    if val_fraction:
-        val, test = test.split(test_fraction=test_fraction / (test_fraction + val_fraction), seed=cfg.split_seed)
+    if val_share:
+        val, test = test.split(test_fraction=test_share / (test_share + val_share), seed=cfg.split_seed)
         held = {"val": val, "test": test}
+    train, held = cut_splits(cfg, train, held)
     if 2 * len(train) < batch_size:
         raise ReslearnError(f"{len(train)} training pairs are fewer than one batch of {batch_size} images")
-    ebs = eval_batch_size or max(batch_size, 256)
+    ebs = eval_batch_size(cfg, batch_size)
     ebs += ebs % 2
     train_src = StegoPairSource(
         train, batch_size=batch_size, augment=cfg.augment == "standard", shuffle=True, drop_last=True,

@@ -7,7 +7,9 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["ArrayDataset", "train_val_split"]
+from ..errors import ReslearnError
+
+__all__ = ["ArrayDataset", "train_val_split", "held_out", "random_subset", "keep_random"]
 
 
 @dataclass
@@ -75,3 +77,30 @@ def train_val_split(ds: ArrayDataset, *, val_size: int, seed: int = 0) -> tuple[
     val_idx, _ = perm[:val_size].sort()
     train_idx, _ = perm[val_size:].sort()
     return ds.subset(train_idx), ds.subset(val_idx)
+
+
+def held_out(size: int | float, n: int, *, key: str, name: str) -> int:
+    """How many of the ``n`` samples of data set ``name`` the split field ``key``
+    (``data.val_size`` / ``data.test_size``) holds out: ``size`` itself when it is a count, the
+    share ``0 < size < 1`` of ``n`` (rounded) when it is a fraction; at least one sample must be
+    left on each side."""
+    count = int(round(size * n)) if isinstance(size, float) else int(size)
+    if size and not 0 < count < n:
+        raise ReslearnError(f"{key}={size} leaves an empty split of the {n} samples of {name}")
+    return count
+
+
+def random_subset(total: int, n: int, *, seed: int) -> torch.Tensor | None:
+    """A fixed random ``n`` of ``total`` indices (seeded by ``seed``, the same on every run),
+    in their original order; None when ``n`` is 0 or keeps them all."""
+    if not n or n >= total:
+        return None
+    return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+
+
+def keep_random(ds, n: int, *, seed: int):
+    """``ds.subset`` of a fixed random ``n`` of its samples (:func:`random_subset`), or ``ds``
+    itself when ``n`` is 0 or not smaller; for any sized split with a ``subset(index)`` method
+    (speech clips, face sets, cover/stego pairs)."""
+    index = random_subset(len(ds), n, seed=seed)
+    return ds if index is None else ds.subset(index)

@@ -14,7 +14,20 @@ import torch
 from ..config import DataConfig
 from .source import BatchSource
 
-__all__ = ["DataBundle", "default_data_roots", "resolve_root"]
+__all__ = ["DataBundle", "EVAL_BATCH_SIZE", "eval_batch_size", "default_data_roots", "resolve_root"]
+
+# Samples per evaluation batch unless data.eval_batch_size says otherwise (never below the
+# training batch). Evaluation keeps no activations for a backward pass, so it affords more than
+# training; the number changes speed and memory, not the errors.
+EVAL_BATCH_SIZE = 256
+
+
+def eval_batch_size(cfg: DataConfig, batch_size: int) -> int:
+    """Samples per evaluation batch of a run: ``data.eval_batch_size``, or (0) the larger of the
+    training ``batch_size`` and :data:`EVAL_BATCH_SIZE`. Every data set's evaluation sources,
+    and ``eval``/``ensemble``/``analyze``'s default, take it from here."""
+    return cfg.eval_batch_size or max(batch_size, EVAL_BATCH_SIZE)
+
 
 @dataclass
 class DataBundle:

@@ -21,7 +21,7 @@ from ..errors import ReslearnError
 from ..system import available_cores
 from .arrays import ArrayDataset
 
-__all__ = ["DataSetSpec", "DATA_SETS", "register", "data_set", "check_fields", "app_builder", "describe"]
+__all__ = ["DataSetSpec", "DATA_SETS", "ALWAYS_READ", "register", "data_set", "check_fields", "app_builder", "describe"]
 
 Loader = Callable[[DataConfig, "list[str] | None"], "tuple[ArrayDataset, ArrayDataset]"]
 
@@ -32,8 +32,8 @@ class DataSetSpec:
 
     Attributes:
         name: its ``data.name``.
-        reads: the ``DataConfig`` fields it reads besides ``name``, ``root`` and ``split_seed``
-            (which all read); any other set away from its default is an error (:func:`check_fields`).
+        reads: the ``DataConfig`` fields it reads besides those all read (:data:`ALWAYS_READ`);
+            any other set away from its default is an error (:func:`check_fields`).
         load: in-memory sets: ``load(cfg, classes)`` -> (train, test), the test split labelled by
             the positions of ``classes`` (a model's) where given.
         builder: application sets: "module:function" of the bundle builder.
@@ -54,6 +54,9 @@ class DataSetSpec:
 
 
 DATA_SETS: dict[str, DataSetSpec] = {}
+# The fields every data set reads (data.name aside): where it is, the seed of its splits and
+# subsets, and the evaluation batch size (reslearn.data.bundle.eval_batch_size).
+ALWAYS_READ = ("root", "split_seed", "eval_batch_size")
 
 
 def register(spec: DataSetSpec) -> DataSetSpec:
@@ -79,7 +82,7 @@ def check_fields(cfg: DataConfig) -> None:
     from its default: it would be silently ignored."""
     spec, default = data_set(cfg.name), DataConfig()
     for f in dataclasses.fields(DataConfig):
-        if f.name in ("name", "root", "split_seed") or f.name in spec.reads:
+        if f.name == "name" or f.name in ALWAYS_READ or f.name in spec.reads:
             continue
         if getattr(cfg, f.name) != getattr(default, f.name):
             why = spec.why.get(f.name) or f"it reads {', '.join(f'data.{k}' for k in spec.reads) or 'no other field'}"
@@ -109,7 +112,7 @@ def describe(name: str) -> list[tuple[str, str, str]]:
         raise ReslearnError(f"no data set {name!r}; known: {', '.join(DATA_SETS)}")
     types, default = typing.get_type_hints(DataConfig), DataConfig()
     rows = [(f"data.{k}", getattr(types[k], "__name__", str(types[k])), repr(getattr(default, k)))
-            for k in ("root", "split_seed", *DATA_SETS[name].reads) if k != "options"]
+            for k in (*ALWAYS_READ, *DATA_SETS[name].reads) if k != "options"]
     if DATA_SETS[name].kind == "application":
         rows += [(f"data.options.{k}", str(p.annotation), repr(p.default)) for k, p in app_builder(name)[1].items()]
     return rows
@@ -160,22 +163,32 @@ def _load_folder(cfg: DataConfig, classes: list[str] | None) -> tuple[ArrayDatas
 
 # ----------------------------------------------------------------------------- the data sets
 
+# The split vocabulary (reslearn.config.DataConfig): data.val_size / data.test_size hold out a
+# validation / test split (a count or a share), data.train_subset / data.test_subset cut the
+# training / each evaluation split, all drawn by data.split_seed.
 _SPLITS = ("val_size", "train_subset", "test_subset")
 _IN_MEMORY = (*_SPLITS, "augment", "normalize")
 _FOLDER = ("image_size", "workers", "on_bad_file", "shared_classes")
+_OWN_TEST = {"test_size": "its test split is its own (an image folder's val/); data.test_subset "
+                          "evaluates on part of it"}
 
 for _name in ("cifar10", "cifar100"):
-    register(DataSetSpec(_name, (*_IN_MEMORY, "download"), load=_load_cifar))
+    register(DataSetSpec(_name, (*_IN_MEMORY, "download"), load=_load_cifar, why=_OWN_TEST))
 # 28x28 digits and clothes: padded and cropped, never flipped (it would change some classes' meaning).
 for _name in ("fashion-mnist", "mnist"):
-    register(DataSetSpec(_name, _IN_MEMORY, load=_load_idx, flip=False))
-register(DataSetSpec("imagefolder-memory", (*_IN_MEMORY, *_FOLDER), load=_load_folder))
+    register(DataSetSpec(_name, _IN_MEMORY, load=_load_idx, flip=False, why=_OWN_TEST))
+register(DataSetSpec("imagefolder-memory", (*_IN_MEMORY, *_FOLDER), load=_load_folder, why=_OWN_TEST))
 register(DataSetSpec("imagefolder", ("train_subset", "test_subset", "augment", *_FOLDER), why={
+    **_OWN_TEST,
     "val_size": "its val/ folder is the held-out split (data.name=imagefolder-memory holds out part of train/)",
     "normalize": "it subtracts the ImageNet per-channel mean"}))
 register(DataSetSpec("speech-commands", ("train_subset", "test_subset", "augment", "options"),
                      builder="reslearn.speech.commands:build_bundle", why={
-                         "val_size": "it has its own validation split (validation_list.txt); leave data.val_size at 0"}))
+                         "val_size": "it has its own validation split (validation_list.txt); leave data.val_size at 0",
+                         "test_size": "it has its own test split (testing_list.txt); data.test_subset evaluates on "
+                                      "part of it"}))
 register(DataSetSpec("digit-strings", ("options",), builder="reslearn.speech.digits:build_bundle"))
-register(DataSetSpec("stego", ("augment", "options"), builder="reslearn.apps.stego:build_bundle"))
-register(DataSetSpec("utkface", ("augment", "options"), builder="reslearn.apps.faces:build_bundle"))
+# One pool of samples each: the shared split fields hold out and cut its val and test splits.
+_POOL = ("val_size", "test_size", "train_subset", "test_subset")
+register(DataSetSpec("stego", (*_POOL, "augment", "options"), builder="reslearn.apps.stego:build_bundle"))
+register(DataSetSpec("utkface", (*_POOL, "augment", "options"), builder="reslearn.apps.faces:build_bundle"))

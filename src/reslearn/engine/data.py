@@ -5,30 +5,26 @@ folders decoded once) with augmentation on the training device, and the ImageFol
 from __future__ import annotations
 
 import signal
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
 from ..config import DataConfig
-from ..data.bundle import DataBundle, default_data_roots, resolve_root
+from ..data.arrays import ArrayDataset, held_out, random_subset, train_val_split
+from ..data.bundle import DataBundle, default_data_roots, eval_batch_size, resolve_root
 from ..data.datasets import DATA_SETS, app_builder, check_fields, data_set
 from ..data.source import InMemorySource, ShardedOrder
 from ..errors import ReslearnError
 from .device import auto_workers
 from .interrupt import STOP_SIGNALS
 
-__all__ = ["DataBundle", "build_data", "default_data_roots", "resolve_root", "IN_MEMORY"]
+__all__ = ["DataBundle", "build_data", "split_datasets", "subset_index", "default_data_roots", "resolve_root",
+           "IN_MEMORY"]
 
 # What the engine knows of the data sets comes from their declarations (reslearn.data.datasets).
 IN_MEMORY = tuple(n for n, s in DATA_SETS.items() if s.kind == "memory")
 APP_DATA = {n: s.builder for n, s in DATA_SETS.items() if s.kind == "application"}
 KNOWN = tuple(DATA_SETS)
-
-
-def _load_arrays(cfg: DataConfig, *, classes: list[str] | None = None):
-    """(train, test) of an in-memory data set; an image folder's test split is labelled by the
-    positions of ``classes`` (default: the training folder's), matched by name."""
-    return data_set(cfg.name).load(cfg, classes)
 
 
 def subset_index(total: int, n: int, cfg: DataConfig) -> torch.Tensor | None:
@@ -46,19 +42,72 @@ def subset_index(total: int, n: int, cfg: DataConfig) -> torch.Tensor | None:
         return None
     if cfg.name not in ("imagefolder", "imagefolder-memory"):
         return torch.arange(n)
-    return torch.randperm(total, generator=torch.Generator().manual_seed(cfg.split_seed))[:n].sort().values
+    return random_subset(total, n, seed=cfg.split_seed)
 
 
 def _subset(ds, n: int, cfg: DataConfig):
     index = subset_index(len(ds), n, cfg)
-    return ds if index is None else ds.subset(index)
+    if index is None:
+        return ds
+    if isinstance(ds, ArrayDataset):
+        return ds.subset(index)
+    sub = torch.utils.data.Subset(ds, index.tolist())
+    sub.classes = ds.classes  # type: ignore[attr-defined]
+    return sub
+
+
+def split_datasets(cfg: DataConfig, splits: Sequence[str], *, classes: Sequence[str] | None = None,
+                   transform: Callable | None = None, train_transform: Callable | None = None) -> dict[str, Any]:
+    """The data of ``splits`` ("train", "val", "test") of ``cfg``'s image-classification data set,
+    as training sees them: "val" is ``data.val_size`` held out of the training data
+    (``data.split_seed``), "train" the rest cut to ``data.train_subset``, "val" and "test" cut to
+    ``data.test_subset`` (:func:`subset_index`). Labels are positions in ``classes`` (a model's),
+    matched by name (a missing or extra class: an error, or with ``data.shared_classes`` a warning);
+    by default the training folder's.
+
+    In-memory sets give ``ArrayDataset``s (uint8); ``imagefolder`` map-style datasets of
+    ``(transform(image), label)`` (``train_transform`` for "train"), "val" and "test" both its
+    val/ folder (else test/). The one builder of a split for the trainer (:func:`build_data`) and
+    for eval, ensemble, analyze and export (``reslearn.engine.evaluate.eval_split``)."""
+    if cfg.name not in IN_MEMORY:
+        return _folder_splits(cfg, splits, classes, transform, train_transform)
+    train, test = data_set(cfg.name).load(cfg, list(classes) if classes else None)
+    parts = {"train": train, "test": test}
+    if cfg.val_size:
+        n_val = held_out(cfg.val_size, len(train), key="data.val_size", name=cfg.name)
+        parts["train"], parts["val"] = train_val_split(train, val_size=n_val, seed=cfg.split_seed)
+    elif "val" in splits:
+        raise ReslearnError("this run held out no validation split (data.val_size=0)")
+    out = {}
+    for split in splits:
+        ds = parts[split]
+        if classes:
+            ds = ds.relabel(classes, shared=cfg.shared_classes, where=f"{cfg.root or cfg.name} ({split})")
+        out[split] = _subset(ds, cfg.train_subset if split == "train" else cfg.test_subset, cfg)
+    return out
+
+
+def _folder_splits(cfg, splits, classes, transform, train_transform) -> dict[str, Any]:
+    from ..data.folder import ImageFolderDataset
+
+    if not cfg.root:
+        raise ReslearnError("data.root must name the image folder (with train/ and val/)")
+    out, full = {}, {}
+    for split in splits:
+        train = split == "train"
+        # val/test are labelled by the model's classes, else by the training folder's when read
+        named = classes or (full["train"].classes if "train" in full else None)
+        tf = (train_transform or transform) if train else transform
+        full[split] = ImageFolderDataset(cfg.root, split="train" if train else "val", transform=tf,
+                                         on_error=cfg.on_bad_file, classes=named, shared_classes=cfg.shared_classes)
+        out[split] = _subset(full[split], cfg.train_subset if train else cfg.test_subset, cfg)
+    return out
 
 
 def build_data(
     cfg: DataConfig,
     *,
     batch_size: int,
-    eval_batch_size: int | None = None,
     seed: int,
     device: torch.device,
     rank: int = 0,
@@ -66,33 +115,20 @@ def build_data(
     accum_steps: int = 1,
     channels_last: bool = False,
 ) -> DataBundle:
+    """The training and evaluation sources of ``cfg``'s data set (evaluation batches of
+    :func:`eval_batch_size`), its shapes, classes and normaliser."""
     check_fields(cfg)  # and that cfg.name is a data set
     if cfg.name in APP_DATA:
-        builder, params = app_builder(cfg.name)
-        for key in cfg.options:
-            if key not in params:
-                raise ReslearnError(f"unknown option data.options.{key} for {cfg.name}; allowed: {', '.join(params)}")
-        # A list option typed as one word on the command line (data.options.eval_splits=test)
-        # arrives as a string, which a Sequence[str] would iterate letter by letter.
-        options = {k: [s.strip() for s in v.split(",") if s.strip()]
-                   if isinstance(v, str) and "Sequence" in str(params[k].annotation) else v
-                   for k, v in cfg.options.items()}
-        return builder(cfg, batch_size=batch_size, seed=seed, device=device, rank=rank,
-                       world_size=world_size, accum_steps=accum_steps, **options)
+        return _build_app(cfg, batch_size=batch_size, seed=seed, device=device, rank=rank,
+                          world_size=world_size, accum_steps=accum_steps)
     if cfg.name == "imagefolder":
         return _build_folder(cfg, batch_size=batch_size, seed=seed, device=device, rank=rank,
                              world_size=world_size, accum_steps=accum_steps,
                              channels_last=channels_last)
-    from ..data.arrays import train_val_split
     from ..data.augment import Normalizer, random_crop_flip
 
-    train, test = _load_arrays(cfg)
-    evals_ds = {}
-    if cfg.val_size:
-        train, val = train_val_split(train, val_size=cfg.val_size, seed=cfg.split_seed)
-        evals_ds["val"] = _subset(val, cfg.test_subset, cfg)
-    train = _subset(train, cfg.train_subset, cfg)
-    evals_ds["test"] = _subset(test, cfg.test_subset, cfg)
+    evals_ds = split_datasets(cfg, ("train", "val", "test") if cfg.val_size else ("train", "test"))
+    train = evals_ds.pop("train")
     normalizer = Normalizer.fit(train.images, mode=cfg.normalize).to(device)
     augment: Callable | None = None
     if cfg.augment == "standard":
@@ -106,7 +142,7 @@ def build_data(
         drop_last=len(train) >= batch_size, seed=seed, rank=rank, world_size=world_size,
         accum_steps=accum_steps, **common,
     )
-    ebs = eval_batch_size or max(batch_size, 256)
+    ebs = eval_batch_size(cfg, batch_size)
     evals = {k: InMemorySource(d.images, d.labels, batch_size=ebs, **common) for k, d in evals_ds.items()}
     return DataBundle(
         train=train_src,
@@ -128,6 +164,26 @@ def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
     (engine.interrupt) and shuts its workers down as usual."""
     for s in STOP_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
+
+
+# Options of the application data sets that became shared data.* fields (one split vocabulary).
+_MOVED = {"test_fraction": "data.test_size", "val_fraction": "data.val_size", "eval_batch_size": "data.eval_batch_size"}
+
+
+def _build_app(cfg: DataConfig, **engine: Any) -> DataBundle:
+    builder, params = app_builder(cfg.name)
+    for key in cfg.options:
+        if key in _MOVED and key not in params:
+            raise ReslearnError(f"data.options.{key} is now {_MOVED[key]} (shared by every data set; "
+                                f"reslearn data {cfg.name} lists what {cfg.name} reads)")
+        if key not in params:
+            raise ReslearnError(f"unknown option data.options.{key} for {cfg.name}; allowed: {', '.join(params)}")
+    # A list option typed as one word on the command line (data.options.eval_splits=test)
+    # arrives as a string, which a Sequence[str] would iterate letter by letter.
+    options = {k: [s.strip() for s in v.split(",") if s.strip()]
+               if isinstance(v, str) and "Sequence" in str(params[k].annotation) else v
+               for k, v in cfg.options.items()}
+    return builder(cfg, **engine, **options)
 
 
 class LoaderSource:
@@ -165,33 +221,21 @@ class LoaderSource:
 def _build_folder(cfg: DataConfig, *, batch_size, seed, device, rank, world_size, accum_steps,
                   channels_last) -> DataBundle:
     from ..data import transforms
-    from ..data.folder import ImageFolderDataset
 
-    if not cfg.root:
-        raise ReslearnError("data.root must name the image folder (with train/ and val/)")
     crop = cfg.image_size or 224
     # He et al.'s scale augmentation, shorter side in [256, 480] for 224 crops, scaled with the
     # crop size (Inception's 299 crops: [342, 643]).
     scale = (round(crop * 256 / 224), round(crop * 480 / 224))
-    train_tf = transforms.imagenet_train_transform(crop=crop, scale=scale) if cfg.augment == "standard" \
-        else transforms.imagenet_eval_transform(crop=crop, resize=transforms.eval_resize(crop))
     eval_tf = transforms.imagenet_eval_transform(crop=crop, resize=transforms.eval_resize(crop))
-    tr = ImageFolderDataset(cfg.root, split="train", transform=train_tf, on_error=cfg.on_bad_file)
-    te = ImageFolderDataset(cfg.root, split="val", transform=eval_tf, on_error=cfg.on_bad_file, classes=tr.classes,
-                            shared_classes=cfg.shared_classes)
-    index = subset_index(len(tr), cfg.train_subset, cfg)
-    if index is not None:
-        tr = torch.utils.data.Subset(tr, index.tolist())
-        tr.classes = tr.dataset.classes  # type: ignore[attr-defined]
-    index = subset_index(len(te), cfg.test_subset, cfg)
-    if index is not None:
-        te = torch.utils.data.Subset(te, index.tolist())
+    train_tf = transforms.imagenet_train_transform(crop=crop, scale=scale) if cfg.augment == "standard" else eval_tf
+    parts = split_datasets(cfg, ("train", "test"), transform=eval_tf, train_transform=train_tf)
+    tr, te = parts["train"], parts["test"]
     mk = dict(seed=seed, device=device, workers=auto_workers(cfg.workers), channels_last=channels_last)
     train_src = LoaderSource(tr, batch_size=batch_size, shuffle=True, rank=rank, world_size=world_size,
                              accum_steps=accum_steps, drop_last=len(tr) >= batch_size, **mk)
-    test_src = LoaderSource(te, batch_size=max(batch_size, 64), shuffle=False, rank=0, world_size=1,
-                            accum_steps=1, drop_last=False, **mk)
-    classes = list(tr.classes)  # type: ignore[attr-defined]
+    test_src = LoaderSource(te, batch_size=eval_batch_size(cfg, batch_size), shuffle=False, rank=0,
+                            world_size=1, accum_steps=1, drop_last=False, **mk)
+    classes = list(tr.classes)
     return DataBundle(train=train_src, evals={"test": test_src}, num_classes=len(classes), in_chans=3,
                       image_size=(crop, crop), classes=classes, train_size=len(tr),
                       normalizer_state=transforms.imagenet_normalizer().state_dict(),

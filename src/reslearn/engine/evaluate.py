@@ -11,14 +11,15 @@ import torch.nn.functional as F
 
 from ..checkpoint import load_model, tensors_from_json
 from ..config import DataConfig, config_from_dict
+from ..data.bundle import EVAL_BATCH_SIZE
 from ..data.source import InMemorySource
 from ..errors import ReslearnError
 from ..tasks import ClassificationTask, topk_wrong
-from .data import APP_DATA, IN_MEMORY, _load_arrays, subset_index
+from .data import APP_DATA, IN_MEMORY, split_datasets
 from .device import select_device
 
 __all__ = ["evaluate_checkpoint", "ensemble_checkpoints", "collect_probs", "errors_from_probs", "predict_images",
-           "image_inputs", "real_inputs", "eval_split", "eval_resize"]
+           "image_inputs", "real_inputs", "eval_split", "eval_source", "eval_resize"]
 
 
 def _data_name(doc: dict[str, Any]) -> str:
@@ -85,9 +86,11 @@ def errors_from_probs(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, fl
 def eval_split(doc: dict[str, Any], *, split: str = "test", root: str | None = None, dataset: str | None = None,
                limit: int = 0, shared_classes: bool = False, transform: Callable | None = None):
     """The images of ``split`` ("train", "val" or "test") of the data set a checkpoint records (or
-    ``dataset`` / ``root``), labelled as positions in the checkpoint's classes, matched by name
-    (a missing or extra class: an error, or with ``shared_classes`` a warning); ``limit`` keeps
-    the first ``limit`` (a fixed random ``limit`` of an image folder; :func:`subset_index`).
+    ``dataset`` / ``root``), as its training run split them (:func:`reslearn.engine.data.split_datasets`,
+    which the trainer's own evaluation uses too), labelled as positions in the checkpoint's classes,
+    matched by name (a missing or extra class: an error, or with ``shared_classes`` a warning);
+    ``limit`` keeps the first ``limit`` (a fixed random ``limit`` of an image folder;
+    :func:`subset_index`) instead of the run's ``data.train_subset`` / ``data.test_subset``.
 
     Returns ``(cfg, ds)``: an ``ArrayDataset`` (uint8) for in-memory sets, else a map-style
     dataset of ``(transform(image), label)`` over the folder's val/ (else test/) or train/ split.
@@ -95,37 +98,28 @@ def eval_split(doc: dict[str, Any], *, split: str = "test", root: str | None = N
     cfg = _data_cfg(doc, root=root, dataset=dataset)
     if cfg.name in APP_DATA:
         raise ReslearnError(f"{cfg.name} is not an image classification data set")
-    classes = doc.get("classes") or None
-    if cfg.name in IN_MEMORY:
-        train, test = _load_arrays(replace(cfg, shared_classes=shared_classes), classes=classes)
-        if split == "val":
-            from ..data.arrays import train_val_split
-
-            if not cfg.val_size:
-                raise ReslearnError("this run held out no validation split (data.val_size=0)")
-            _, ds = train_val_split(train, val_size=cfg.val_size, seed=cfg.split_seed)
-        else:
-            ds = train if split == "train" else test
-        if classes:
-            ds = ds.relabel(classes, shared=shared_classes, where=f"{cfg.root or cfg.name} ({split})")
-        index = subset_index(len(ds), limit, cfg)
-        return cfg, ds if index is None else ds.subset(index)
-    from ..data.folder import ImageFolderDataset
-
-    if not cfg.root:
+    if cfg.name not in IN_MEMORY and not cfg.root:
         raise ReslearnError("the checkpoint records no image folder; pass --data DIR")
-    ds = ImageFolderDataset(cfg.root, split="train" if split == "train" else "val", transform=transform,
-                            on_error=cfg.on_bad_file, classes=classes, shared_classes=shared_classes)
-    if classes is None and len(ds.classes) != doc.get("model_kwargs", {}).get("num_classes", len(ds.classes)):
-        raise ReslearnError(f"{cfg.root} has {len(ds.classes)} classes, the model {doc['model_kwargs']['num_classes']}")
-    index = subset_index(len(ds), limit, cfg)
-    return cfg, ds if index is None else torch.utils.data.Subset(ds, index.tolist())
+    cfg = replace(cfg, train_subset=limit, test_subset=limit, shared_classes=shared_classes)
+    classes = doc.get("classes") or None
+    ds = split_datasets(cfg, (split,), classes=classes, transform=transform)[split]
+    n_model = doc.get("model_kwargs", {}).get("num_classes", len(ds.classes))
+    if classes is None and cfg.name not in IN_MEMORY and len(ds.classes) != n_model:
+        raise ReslearnError(f"{cfg.root} has {len(ds.classes)} classes, the model {n_model}")
+    return cfg, ds
+
+
+def eval_source(doc: dict[str, Any], ds, *, batch_size: int = EVAL_BATCH_SIZE, device) -> InMemorySource:
+    """Batches of an in-memory split (:func:`eval_split`) as the model in ``doc`` takes them:
+    normalised with the checkpoint's statistics, on ``device``."""
+    return InMemorySource(ds.images, ds.labels, batch_size=batch_size, normalize=_normalizer(doc, device),
+                          device=device)
 
 
 @torch.no_grad()
 def collect_probs(path: str | Path, *, root: str | None = None, dataset: str | None = None,
                   split: str = "test", ten_crop: bool = False, multi_scale: bool = False,
-                  scales: Sequence[int] | None = None, batch_size: int = 256, device: str = "cpu",
+                  scales: Sequence[int] | None = None, batch_size: int = EVAL_BATCH_SIZE, device: str = "cpu",
                   limit: int = 0, fast: bool = True, shared_classes: bool = False):
     """Softmax outputs of the model in ``path`` over ``split``: ``(probs, labels, doc, mode)``.
     ``fast`` runs the BN-folded channels_last model (same function, fp32); ``scales``: the
@@ -145,7 +139,7 @@ def collect_probs(path: str | Path, *, root: str | None = None, dataset: str | N
     _, ds = eval_split(doc, split=split, root=root, dataset=dataset, limit=limit, shared_classes=shared_classes)
     if ds.images.shape[1] != doc["in_chans"]:
         raise ReslearnError(f"the model takes {doc['in_chans']} channels; {cfg.name} has {ds.images.shape[1]}")
-    src = InMemorySource(ds.images, ds.labels, batch_size=batch_size, normalize=_normalizer(doc, dev), device=dev)
+    src = eval_source(doc, ds, batch_size=batch_size, device=dev)
     # a run trained with train.eval_flip reported flip-averaged errors: evaluate it the same way
     task = ClassificationTask(eval_flip=bool(doc.get("config", {}).get("train", {}).get("eval_flip")))
     probs, labels = [], []

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..data.arrays import keep_random
 from ..data.download import extract_tar, fetch
 from ..data.source import batch_generator
 from ..errors import ReslearnError
@@ -455,15 +456,6 @@ def default_words(root: str | Path) -> tuple[str, ...]:
     return next((w for w in (CLASSIC_WORDS, ASC_WORDS) if set(w) <= available), CLASSIC_WORDS)
 
 
-def _random_subset(data: KWSSplit, n: int, seed: int) -> KWSSplit:
-    """``n`` clips drawn without replacement from ``seed`` (in their original order); all if
-    ``n`` is 0 or not smaller."""
-    if not n or n >= len(data):
-        return data
-    g = torch.Generator().manual_seed(seed)
-    return data.subset(torch.randperm(len(data), generator=g)[:n].sort().values)
-
-
 def kws_sources(
     root: str | Path,
     *,
@@ -499,7 +491,7 @@ def kws_sources(
             root, split=split, words=words, silence_share=silence_share,
             unknown_share=unknown_share, seed=split_seed, split_by_hash=split_by_hash,
         )
-        data = _random_subset(data, train_subset if train else eval_subset, split_seed)
+        data = keep_random(data, train_subset if train else eval_subset, seed=split_seed)
         out[split] = KWSSource(
             data,
             batch_size=batch_size if train else (eval_batch_size or batch_size),
@@ -550,7 +542,6 @@ def build_bundle(
     time_shift_ms: float = 100.0,
     noise_prob: float = 0.8,
     noise_volume: float = 0.1,
-    eval_batch_size: int = 256,
     eval_splits: Sequence[str] = ("val", "test"),
     split_by_hash: bool = False,
 ):
@@ -563,14 +554,14 @@ def build_bundle(
     ``eval_splits``: the splits evaluated during training (e.g. ``[test]`` to save time).
     ``split_by_hash``: splits by :func:`which_set` instead of the list files.
     """
-    from ..data.bundle import DataBundle
+    from ..data.bundle import DataBundle, eval_batch_size
 
     if not eval_splits or not set(eval_splits) <= {"val", "test"}:
         raise ValueError(f"eval_splits must name val and/or test; got {list(eval_splits)!r}")
     opts = source_options(
         cfg, words=words, silence_share=silence_share, unknown_share=unknown_share,
         time_shift_ms=time_shift_ms, noise_prob=noise_prob, noise_volume=noise_volume,
-        eval_batch_size=eval_batch_size, split_by_hash=split_by_hash,
+        eval_batch_size=eval_batch_size(cfg, batch_size), split_by_hash=split_by_hash,
     )
     srcs = kws_sources(
         batch_size=batch_size, splits=("train", *eval_splits), seed=seed, device=device,

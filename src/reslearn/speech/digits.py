@@ -356,14 +356,13 @@ def build_bundle(
     n_mels: int = 80,
     frame_ms: float = 10.0,
     ctc_normalize: str = "target",
-    eval_batch_size: int = 64,
 ):
     """The engine's ``DataBundle`` for ``data.name: digit-strings`` (``engine.data.APP_DATA``):
     ``digit_sources`` over ``find_digit_folder(data.root)``, strings and test speakers drawn from
     ``data.split_seed``, evaluated by ``CTCTask`` (word error rate). A model for ``n_mels`` other
     than 80 needs ``model.kwargs.n_bins`` to match; ``frame_ms`` is the frame shift
     (``log_mel_frames``); ``ctc_normalize`` is ``CTCTask(normalize=)``."""
-    from ..data.bundle import DataBundle
+    from ..data.bundle import DataBundle, eval_batch_size
     from .ctc import CTCTask
 
     folder = find_digit_folder(cfg.root)
@@ -371,7 +370,7 @@ def build_bundle(
         folder, batch_size=batch_size, train_strings=train_strings, test_strings=test_strings,
         test_speakers=test_speakers, num_test=num_test, val_speakers=tuple(val_speakers),
         min_digits=min_digits, max_digits=max_digits, n_mels=n_mels, frame_ms=frame_ms,
-        eval_batch_size=eval_batch_size, seed=seed,
+        eval_batch_size=eval_batch_size(cfg, batch_size), seed=seed,
         split_seed=cfg.split_seed, device=device, rank=rank, world_size=world_size,
         accum_steps=accum_steps,
     )

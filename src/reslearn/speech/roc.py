@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from ..checkpoint import load_model
 from ..config import Config, DataConfig, config_from_dict
+from ..data.bundle import EVAL_BATCH_SIZE
 from ..errors import ReslearnError
 from .commands import SILENCE, UNKNOWN, KWSTask, kws_sources, source_options
 from .metrics import accuracy, average_roc, frr_at_far, plot_roc
@@ -36,7 +37,7 @@ def run_config(path: str | Path, doc: dict[str, Any]) -> Config:
 
 def kws_checkpoint_source(
     path: str | Path, *, root: str | None = None, split: str = "test", device: str = "cpu",
-    batch_size: int = 256,
+    batch_size: int = EVAL_BATCH_SIZE,
 ):
     """(model, doc, source of ``split``) for a keyword-spotting checkpoint."""
     model, doc = load_model(path, device=device)
