@@ -180,6 +180,20 @@ def test_resume_may_lengthen_the_run(capsys, done, data_root):
     assert [r.split(",")[0] for r in (done / "metrics.csv").read_text().splitlines()[1:]] == ["1", "2", "3"]
 
 
+def test_resumed_run_counts_its_wall_time_from_the_start(capsys, done, data_root):
+    """elapsed_s (and the results rows' wall_s) of a resumed run is the whole run's: the
+    checkpoint's training seconds plus this process's."""
+    from reslearn.checkpoint import load_tensors, save_tensors
+
+    ckpt = sorted((done / "checkpoints").glob("iter-*.safetensors"))[-1]
+    tensors, meta = load_tensors(ckpt)
+    assert meta["elapsed_s"] > 0
+    save_tensors(ckpt, tensors, {**meta, "elapsed_s": 1000.0})  # as if the first part took 1000 s
+    train_ok(capsys, *fast(data_root, "schedule.iterations=3"), "--run-dir", done, "--resume")
+    last = (done / "metrics.csv").read_text().splitlines()[-1].split(",")
+    assert last[0] == "3" and 1000.0 < float(last[-1]) < 1000.0 + 600
+
+
 def test_resume_at_the_last_checkpoint_restores_final_json(capsys, done, data_root):
     # killed after its last checkpoint, before final.json: resuming writes the same metrics
     want = json.loads((done / "final.json").read_text())

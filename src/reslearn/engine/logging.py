@@ -135,12 +135,17 @@ class LogWindow:
 
     def __init__(self) -> None:
         self.sums = [0.0, 0.0, 0.0, 0.0]
+        self.before = 0.0  # training seconds of the run before this process (a resumed run's checkpoint)
         self.start()
 
     def start(self) -> None:
-        """Start the clocks: ``elapsed_s`` counts from here (the loop's start in this process)."""
+        """Start the clocks: ``elapsed_s`` counts from here (the loop's start in this process),
+        plus ``before``, so a resumed run's wall time is the whole run's."""
         self._begun = time.perf_counter()
         self.reset_clock()
+
+    def elapsed(self) -> float:
+        return self.before + time.perf_counter() - self._begun
 
     def reset_clock(self) -> None:
         self._t0, self._seen = time.perf_counter(), 0.0
@@ -157,7 +162,7 @@ class LogWindow:
         return {"iteration": iteration, "epoch": epoch, "lr": lr,
                 "train_loss": loss / n if n else math.nan, "train_err": 100 * wrong / max(den, 1),
                 "images_per_s": self._seen / took if took > 0 else None,
-                "elapsed_s": time.perf_counter() - self._begun}
+                "elapsed_s": self.elapsed()}
 
     def reset(self) -> None:
         """A new window, once the row (and its evaluation) is written."""

@@ -360,6 +360,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
             "best": self.best,
             "log_acc": list(self.window.sums),
+            "elapsed_s": self.window.elapsed(),  # a resumed run's elapsed_s continues from here
             "final": self.final,  # the last evaluation: a run resumed at its end reports it again
         }
         ckdir = self.run_dir / "checkpoints"
@@ -394,6 +395,7 @@ class Trainer:
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         self.iteration, self.best = meta["iteration"], meta.get("best")
         self.window.sums = [float(x) for x in meta.get("log_acc", [0.0] * 4)]
+        self.window.before = float(meta.get("elapsed_s", 0.0))
         self.final = meta.get("final", {})
 
     def _load_ema(self, tensors: dict[str, torch.Tensor], path: Path) -> None:
