@@ -1,5 +1,6 @@
 """Regenerate the generated parts of the docs (run: make readme): the README's model table from
-`reslearn models --markdown`, and every `<!-- results:NAME:start -->` table in README.md and
+`reslearn models --markdown` and its pretrained-weights table from `reslearn models --pretrained
+--markdown`, and every `<!-- results:NAME:start -->` table in README.md and
 docs/*.md from docs/results/NAME.csv (rows written by the commands that measured them)."""
 
 import contextlib
@@ -12,16 +13,25 @@ from reslearn.results import update_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 readme = ROOT / "README.md"
-buf = io.StringIO()
-with contextlib.redirect_stdout(buf):
-    main(["models", "--markdown"])
+
+
+def printed(*argv: str) -> str:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        main(list(argv))
+    return buf.getvalue().strip()
+
+
+# <!-- NAME:start --> ... <!-- NAME:end --> blocks of the README and what fills them
+TABLES = {"model-table": printed("models", "--markdown"),
+          "pretrained-table": printed("models", "--pretrained", "--markdown")}
 for doc in [readme, *sorted((ROOT / "docs").glob("*.md"))]:
     text = doc.read_text()
     new = update_docs(text, ROOT / "docs" / "results")
-    if doc == readme:
+    for name, table in TABLES.items() if doc == readme else ():
         new = re.sub(
-            r"(<!-- model-table:start -->\n)(?:.*?\n)?(<!-- model-table:end -->)",
-            lambda m: m.group(1) + buf.getvalue().strip() + "\n" + m.group(2),
+            rf"(<!-- {name}:start -->\n)(?:.*?\n)?(<!-- {name}:end -->)",
+            lambda m, table=table: m.group(1) + table + "\n" + m.group(2),
             new,
             flags=re.S,
         )

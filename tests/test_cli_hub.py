@@ -3,6 +3,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from reslearn.cli import main
@@ -35,14 +36,24 @@ def test_console_script_help():
     assert out.returncode == 0 and "summary" in out.stdout and "models" in out.stdout
 
 
-def test_readme_model_table_is_generated(capsys):
-    """The README's table is the output of `reslearn models --markdown`, not typed by hand."""
-    main(["models", "--markdown"])
+@pytest.mark.parametrize("name,argv", [("model-table", ["models", "--markdown"]),
+                                       ("pretrained-table", ["models", "--pretrained", "--markdown"])])
+def test_readme_tables_are_generated(capsys, name, argv):
+    """The README's model and pretrained-weights tables are `reslearn models` output, not typed by hand."""
+    main(argv)
     generated = capsys.readouterr().out.strip()
     readme = (ROOT / "README.md").read_text()
-    m = re.search(r"<!-- model-table:start -->\n(.*?)\n<!-- model-table:end -->", readme, re.S)
-    assert m, "README lacks the model-table markers"
-    assert m.group(1).strip() == generated, "README model table is stale: run `make readme`"
+    m = re.search(rf"<!-- {name}:start -->\n(.*?)\n<!-- {name}:end -->", readme, re.S)
+    assert m, f"README lacks the {name} markers"
+    assert m.group(1).strip() == generated, f"README {name} is stale: run `make readme`"
+
+
+def test_torch_hub_pretrained_is_the_registered_file():
+    from reslearn.weights import list_pretrained
+
+    for w in list_pretrained():
+        m = torch.hub.load(str(ROOT), w.model, source="local", pretrained=w.tag)
+        assert m.pretrained_cfg["ref"] == w.ref
 
 
 def test_torch_hub_local():

@@ -37,23 +37,31 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("pattern", nargs="?", help="glob filter, e.g. 'resnet*' or '*plain*'")
     p.add_argument("--family", help="only this family (e.g. resnet, cifar_resnet)")
-    p.add_argument("--markdown", action="store_true", help="print the README's model table")
+    p.add_argument("--markdown", action="store_true", help="print the README's model (or pretrained) table")
     p.add_argument("--names", action="store_true", help="print the names only, one per line")
     p.add_argument("--pretrained", action="store_true",
                    help="list the pretrained weights from reslearn's own runs (use as pretrained:MODEL[/TAG])")
     p.set_defaults(func=_cmd_models)
 
 
-def _print_pretrained(names: list[str]) -> int:
+def _print_pretrained(names: list[str], *, markdown: bool) -> int:
+    from .results import markdown_table
     from .weights import list_pretrained
 
-    rows = [w for w in list_pretrained() if w.model in names]
+    rows = [{"ref": w.ref, "data": w.data, "recipe": w.recipe, "iterations": f"{w.iterations:,}", "seed": w.seed,
+             "test_err": f"{w.test_err:.2f}", "paper": "-" if w.paper_test_err is None else f"{w.paper_test_err:.2f}",
+             "commit": w.commit[:7], "results": w.results}
+            for w in list_pretrained() if w.model in names]
+    if markdown:
+        print(markdown_table(rows, [("weights", "ref"), ("data", "data"), ("recipe", "recipe"),
+                                    ("iterations", "iterations"), ("seed", "seed"), ("test err %", "test_err"),
+                                    ("paper %", "paper"), ("commit", "commit"), ("row in", "results")]))
+        return 0
     print(f"{'weights':<34} {'data':<10} {'recipe':<10} {'iterations':>10} {'seed':>4} {'test err %':>10} "
           f"{'paper %':>7}  commit")
-    for w in rows:
-        paper = f"{w.paper_test_err:.2f}" if w.paper_test_err is not None else "-"
-        print(f"{w.ref:<34} {w.data:<10} {w.recipe:<10} {w.iterations:>10,} {w.seed:>4} {w.test_err:>10.2f} "
-              f"{paper:>7}  {w.commit[:7]}")
+    for r in rows:
+        print(f"{r['ref']:<34} {r['data']:<10} {r['recipe']:<10} {r['iterations']:>10} {r['seed']:>4} "
+              f"{r['test_err']:>10} {r['paper']:>7}  {r['commit']}")
     return 0
 
 
@@ -63,7 +71,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
     names = list_models(args.pattern, family=args.family)
     if args.pretrained:
-        return _print_pretrained(names)
+        return _print_pretrained(names, markdown=args.markdown)
     if args.names:
         print("\n".join(names))
         return 0
