@@ -35,7 +35,7 @@ def test_packaged_recipes_load_and_cite_the_paper():
         (["nosection.x=1"], "unknown config key 'nosection.x'"),
         (["optim.lr=fast"], "config key 'optim.lr' expects float, got 'fast'"),
         (["optim.batch_size=1.5"], "config key 'optim.batch_size' expects int"),
-        (["train.amp=fp8"], "config key 'train.amp' must be one of none, bf16, fp16"),
+        (["train.amp=fp8"], "config key 'train.amp' must be one of none, bf16, fp16, auto"),
         (["schedule.milestones=[5, 3]"], "schedule.milestones must be increasing"),
         (["optim.lr=0"], "optim.lr must be > 0"),
         (["justakey"], "is not key=value"),

@@ -1,8 +1,10 @@
 """The trainer's advertised options, each against the plain fp32 eager run: train.amp (bf16 and
-fp16, the GradScaler state through checkpoints), train.compile, train.channels_last, the cosine
+fp16, the GradScaler state through checkpoints; auto from the CPU flags, recorded in run.json and
+kept on resume), train.compile, train.channels_last, the cosine
 schedule and train.keep_last. Tiny and CPU-sized: resnet20 at width 4 on 8x8 random images,
 a few steps, one thread; no data set needed."""
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -12,10 +14,13 @@ import torch
 from reslearn.checkpoint import load_tensors
 from reslearn.config import load_config
 from reslearn.data.source import InMemorySource
+from reslearn.engine import device as device_mod
 from reslearn.engine.data import DataBundle
+from reslearn.engine.device import native_bf16, resolve_amp
 from reslearn.engine.logging import read_metrics
 from reslearn.engine.schedule import LRPolicy
 from reslearn.engine.trainer import Trainer
+from reslearn.errors import ReslearnError
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, CUDA])]
@@ -88,6 +93,55 @@ def test_amp_matches_fp32(tmp_path, eager, amp, dtype, loss_tol):
     assert run.losses == pytest.approx(eager.losses, rel=loss_tol)
     cos = torch.nn.functional.cosine_similarity(run.end - run.start, eager.end - eager.start, dim=0)
     assert cos > 0.9
+
+
+# A /proc/cpuinfo excerpt (one logical CPU); the flags line is what native_bf16 reads.
+CPUINFO = ("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni {}\n"
+           "bugs\t\t: spectre_v1\n\nprocessor\t: 1\n")
+
+
+@pytest.mark.parametrize("flags,native", [("", False), ("avx512_fp16 amx_int8", False), ("avx512_bf16", True),
+                                          ("amx_tile amx_bf16", True)])
+def test_native_bf16_reads_the_cpu_flags(flags, native):
+    text = CPUINFO.format(flags)
+    cpu = torch.device("cpu")
+    assert native_bf16(cpu, cpuinfo=text) is native
+    assert resolve_amp("auto", cpu, cpuinfo=text) == ("bf16" if native else "none")
+    assert resolve_amp("none", cpu, cpuinfo=text) == "none" and resolve_amp("fp16", cpu, cpuinfo=text) == "fp16"
+
+
+def test_native_bf16_is_false_without_flags_and_on_mps():
+    assert not native_bf16(torch.device("cpu"), cpuinfo="processor\t: 0\n")  # no flags line (not x86 Linux)
+    assert not native_bf16(torch.device("mps"), cpuinfo=CPUINFO.format("avx512_bf16"))
+
+
+def _flags(monkeypatch, *flags):
+    """This machine's CPU, as the trainer's train.amp=auto sees it, has ``flags``."""
+    monkeypatch.setattr(device_mod, "cpu_flags", lambda cpuinfo=None: set(flags))
+
+
+@pytest.mark.parametrize("flags,amp,dtype", [(("avx2", "avx512_bf16"), "bf16", torch.bfloat16),
+                                             (("avx2",), "none", torch.float32)])
+def test_amp_auto_runs_and_records_the_resolved_precision(tmp_path, monkeypatch, flags, amp, dtype):
+    _flags(monkeypatch, *flags)
+    run = _run(tmp_path, "train.amp=auto")
+    assert run.trainer.amp == amp and run.dtypes == {dtype}  # what ran is what is recorded
+    assert json.loads((tmp_path / "run.json").read_text())["amp"] == amp
+
+
+def test_resume_refuses_another_resolved_precision(tmp_path, monkeypatch):
+    _flags(monkeypatch, "avx2")  # the first machine: fp32
+    _trainer(tmp_path, "train.amp=auto").fit()
+    _flags(monkeypatch, "avx2", "amx_bf16")  # the second: native bf16
+    t = _trainer(tmp_path, "train.amp=auto", "schedule.iterations=6")
+    with pytest.raises(ReslearnError, match=r"trained in precision 'none' \(its run.json\), but train.amp "
+                                            r"resolves to 'bf16' on this device; a run must not mix precisions"):
+        t.fit(resume=True)
+    assert t.iteration == 0 and json.loads((tmp_path / "run.json").read_text())["amp"] == "none"
+    _flags(monkeypatch, "avx2")  # back on a machine like the first, it resumes
+    t = _trainer(tmp_path, "train.amp=auto", "schedule.iterations=6")
+    t.fit(resume=True)
+    assert t.iteration == 6
 
 
 @pytest.mark.parametrize("device", DEVICES)

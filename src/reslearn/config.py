@@ -156,7 +156,9 @@ class TrainConfig:
     deterministic: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     channels_last: bool = False
-    amp: str = "none"  # none | bf16 | fp16
+    # none | bf16 | fp16 | auto (bf16 where the device computes bf16 natively, else none:
+    # engine.device.resolve_amp; run.json records the precision that ran)
+    amp: str = "none"
     compile: bool = False
     # torch.compile's mode: reduce-overhead replays CUDA graphs (one launch for a small net's
     # hundreds of kernels: launch-bound GPUs); on the CPU every mode is inductor's C++ code.
@@ -201,7 +203,7 @@ _CHOICES = {
     "schedule.kind": ("step", "plateau", "cosine", "exponential", "onecycle"),
     "schedule.onecycle_anneal": ("cos", "linear"),
     "schedule.warmup_kind": ("constant", "linear"),
-    "train.amp": ("none", "bf16", "fp16"),
+    "train.amp": ("none", "bf16", "fp16", "auto"),
     "train.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
 }
 

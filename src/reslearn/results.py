@@ -18,6 +18,8 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .system import cpu_flags
+
 __all__ = ["COLUMNS", "run_row", "record_runs", "read_results", "machine_description", "markdown_table",
            "update_docs"]
 
@@ -40,7 +42,7 @@ def machine_description(device: str) -> str:
     try:
         info = Path("/proc/cpuinfo").read_text()
         model = re.search(r"^model name\s*:\s*(.+)$", info, re.M).group(1).strip()  # type: ignore[union-attr]
-        flags = set(re.search(r"^flags\s*:\s*(.+)$", info, re.M).group(1).split())  # type: ignore[union-attr]
+        flags = cpu_flags(info)
     except (OSError, AttributeError):
         pass
     vec = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]

@@ -1,6 +1,7 @@
 """Device strings (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``) checked against this machine, so
 that a mistyped or absent device is one line naming the valid ones, not a PyTorch traceback; and
-the CPU cores a run may use (``data.workers=auto``, ``train.threads=auto``)."""
+the CPU cores a run may use (``data.workers=auto``, ``train.threads=auto``); and the precision a run
+trains in (``train.amp=auto``)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import re
 import torch
 
 from ..errors import ReslearnError
-from ..system import available_cores
+from ..system import available_cores, cpu_flags
 
-__all__ = ["select_device", "available_devices", "available_cores", "auto_workers", "auto_threads"]
+__all__ = ["select_device", "available_devices", "available_cores", "auto_workers", "auto_threads",
+           "native_bf16", "resolve_amp"]
 
 # The imagenet recipe's 8 workers: more idle even for 224 crops on a GPU (fb.resnet.torch's
 # default is 2..8), and 64x64 JPEGs decode at thousands a second a core.
@@ -35,6 +37,32 @@ def auto_threads(value: int | str, *, workers: int, cores: int | None = None) ->
     if value != "auto":
         return int(value)
     return max(1, (cores or available_cores()) - workers)
+
+
+# x86 CPU flags of native bf16 arithmetic: AVX512-BF16 (Cooper Lake, Zen 4+) and AMX (Sapphire
+# Rapids+), which oneDNN uses for bf16 convolutions and matmuls. Without them PyTorch emulates
+# bf16 in fp32 and converts around every op: slower than fp32 (benchmarks/train_step.py).
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def native_bf16(device: torch.device, *, cpuinfo: str | None = None) -> bool:
+    """Whether ``device`` computes in bf16 natively: a CPU with a flag of BF16_CPU_FLAGS
+    (``cpuinfo``: /proc/cpuinfo's text, read when None), a CUDA device of compute capability
+    8.0+ (Ampere: emulated bf16 does not count), never MPS."""
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        return bool(BF16_CPU_FLAGS & cpu_flags(cpuinfo))
+    return False
+
+
+def resolve_amp(amp: str, device: torch.device, *, cpuinfo: str | None = None) -> str:
+    """The precision a run with ``train.amp=amp`` trains in on ``device``: ``auto`` is ``bf16``
+    where the device has native bf16 (``native_bf16``), else ``none`` (fp32); others as given."""
+    if amp != "auto":
+        return amp
+    return "bf16" if native_bf16(device, cpuinfo=cpuinfo) else "none"
 
 _FORMS = "auto, cpu, cuda, cuda:N or mps"
 

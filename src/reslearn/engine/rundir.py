@@ -9,6 +9,7 @@ a killed run is never stale: the next process simply gets it. No pid probing, no
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -19,7 +20,8 @@ from ..checkpoint import find_latest_checkpoint
 from ..config import Config, config_to_dict, yaml_load
 from ..errors import ReslearnError, RunFolderBusy
 
-__all__ = ["LOCK_NAME", "lock_run_dir", "check_same_run", "check_run_dir", "holds_run", "clear_run"]
+__all__ = ["LOCK_NAME", "lock_run_dir", "check_same_run", "check_precision", "check_run_dir", "holds_run",
+           "clear_run"]
 
 LOCK_NAME = "run.lock"
 
@@ -93,11 +95,29 @@ def _iteration(checkpoint: Path) -> int:
     return int(checkpoint.stem.split("-")[1])  # checkpoints are named iter-<iteration>.safetensors
 
 
-def check_run_dir(cfg: Config, run_dir: Path, *, resume: bool, overwrite: bool) -> Path | None:
+def check_precision(run_dir: Path, amp: str) -> None:
+    """Refuse to resume ``run_dir`` in precision ``amp`` (``none``, ``bf16``, ``fp16``: what
+    ``train.amp`` resolved to here) when its run.json records another: ``train.amp=auto`` resolves
+    per machine, and one run must not mix precisions. A run.json without the record (written
+    before reslearn kept it) ran its config's ``train.amp``, which ``check_same_run`` compares."""
+    try:
+        run = json.loads((Path(run_dir) / "run.json").read_text())
+    except (OSError, ValueError):
+        return
+    ran = run.get("amp") if isinstance(run, dict) else None
+    if ran is not None and ran != amp:
+        raise ReslearnError(f"{run_dir} trained in precision {ran!r} (its run.json), but train.amp resolves to "
+                            f"{amp!r} on this device; a run must not mix precisions: resume it on a device like "
+                            f"the one it ran on, or train it afresh in another --run-dir")
+
+
+def check_run_dir(cfg: Config, run_dir: Path, *, resume: bool, overwrite: bool,
+                  amp: str | None = None) -> Path | None:
     """Whether ``cfg`` may train in ``run_dir`` (read-only: cheap enough to ask before any data is
     read, and again under the folder's lock). Returns the checkpoint to resume from, if resuming.
 
-    ``resume`` needs a checkpoint, the run's config (only ``schedule.iterations`` may grow) and
+    ``resume`` needs a checkpoint, the run's config (only ``schedule.iterations`` may grow), its
+    precision where ``amp`` gives the one this device resolves (``check_precision``) and
     iterations still to do; a fresh start in a folder that holds a run needs ``overwrite``."""
     run_dir = Path(run_dir)
     if resume and overwrite:
@@ -115,6 +135,8 @@ def check_run_dir(cfg: Config, run_dir: Path, *, resume: bool, overwrite: bool) 
         raise ReslearnError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}")
     check_same_run(cfg, run_dir, allow={"schedule.iterations"},
                    hint="resume with the run's own settings (its config.yaml), or train in another --run-dir")
+    if amp is not None:
+        check_precision(run_dir, amp)
     done, total = _iteration(ck), cfg.schedule.iterations
     if done > total:
         raise ReslearnError(f"schedule.iterations={total} is fewer than the {done} iterations {run_dir} has "

@@ -50,7 +50,7 @@ from ..registry import create_model, model_info
 from ..results import machine_description
 from ..tasks import ClassificationTask, Task
 from .data import DataBundle, build_data
-from .device import auto_threads, auto_workers, select_device
+from .device import auto_threads, auto_workers, resolve_amp, select_device
 from .interrupt import InterruptFlag
 from .logging import LogWindow, MetricLogger, Progress, RowOutput
 from .rundir import check_run_dir, clear_run, lock_run_dir
@@ -301,8 +301,9 @@ class Trainer:
         # what evaluation sees and model/best.safetensors hold: the averaged weights when there are any
         self.eval_model: nn.Module = self.ema.module if self.ema is not None else self.model
         self.policy = LRPolicy(cfg.schedule, cfg.optim.lr)
-        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.amp]
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.amp == "fp16")
+        self.amp = resolve_amp(t.amp, self.device)  # the precision that runs (run.json records it)
+        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.amp]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         self.iteration = 0
         self.best: float | None = None
         self.window = LogWindow()  # the training numbers behind the next metrics row
@@ -440,7 +441,7 @@ class Trainer:
         """Under the folder's lock: resume from its checkpoint or start afresh (deleting the run
         that ``overwrite`` replaces); rank 0 writes config.yaml and run.json and opens the log."""
         # checked again under the lock: what counts is what the folder holds once it is ours
-        ck = check_run_dir(self.cfg, self.run_dir, resume=resume, overwrite=overwrite)
+        ck = check_run_dir(self.cfg, self.run_dir, resume=resume, overwrite=overwrite, amp=self.amp)
         if ck is not None:
             self.load_checkpoint(ck)
         elif overwrite and self.dist.main:
@@ -453,7 +454,7 @@ class Trainer:
             "reslearn_version": __version__, "git_commit": self.commit, "torch": torch.__version__,
             "device": str(self.device), "machine": machine_description(str(self.device)),
             "world_size": self.dist.world, "data": self.data.info,
-            "model_kwargs": self.model_kwargs, "resumed_from": resumed_from,
+            "model_kwargs": self.model_kwargs, "amp": self.amp, "resumed_from": resumed_from,
         }, indent=2))
         return MetricLogger(self.run_dir, tensorboard=self.cfg.train.tensorboard, resume_from=resumed_from)
 
@@ -472,7 +473,8 @@ class Trainer:
     def fit(self, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
         """Train (or, with ``resume``, continue) the run in ``run_dir``; ``overwrite`` replaces a
         run the folder already holds. Returns the final metrics."""
-        check_run_dir(self.cfg, self.run_dir, resume=resume, overwrite=overwrite)  # before creating the folder
+        # before creating the folder
+        check_run_dir(self.cfg, self.run_dir, resume=resume, overwrite=overwrite, amp=self.amp)
         try:
             with self._claim_run_dir():
                 logger = self._begin(resume=resume, overwrite=overwrite)
