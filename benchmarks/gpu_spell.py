@@ -8,14 +8,24 @@ at the deadline the runs still going are stopped with SIGINT, which checkpoints 
    with the fast settings: data on the GPU (the engine holds in-memory sets on the training
    device), channels_last, bf16 autocast, and CUDA graphs through
    torch.compile(mode="reduce-overhead"); if that run fails with compile on, it is run again
-   without (both are reported). Goal (issue 15): <= 60 s at the paper's 8.75%;
-3. as many Table 6 rows (ResNet-20 ... 110; 110 with its warm-up, recipe cifar10_deep) as fit,
+   without (both are reported), and every later run then trains without it too. Goal (issue
+   15): <= 60 s at the paper's 8.75%;
+3. the fast recipe (cifar10_fast, issue 15: the same ResNet-20 to <= 8.75% in <= 30 epochs) with
+   the same settings: ResNet-20 seed 0 alone (when ResNet-20's measured run, its training part
+   scaled by the images the fast recipe trains, says it fits; the compile fallback as in 2.),
+   then ResNet-20 seeds 1 and 2 and ResNet-56 seed 0, ``--jobs`` at a time, estimated from it;
+   second because its 3 seeds are a result in minutes, where one deep Table 6 row takes longer;
+4. as many Table 6 rows (ResNet-20 ... 110; 110 with its warm-up, recipe cifar10_deep) as fit,
    ``--jobs`` at a time as ``reslearn train`` subprocesses on the one GPU (a small net leaves most
    of it idle: several share it well), deepest first.
-Every finished run becomes a results row (``reslearn.results.run_row``, experiment table6) in
-``--record``/table6.csv; ``--summary`` gets one JSON with the step table, each run's images/s,
-wall time, errors and test-error curve, and what did not fit. The same script runs on the CPU at
-a tiny budget (the tests do: ``--device cpu --iterations 4 ...``), fp32 without compile there.
+Every finished run becomes a results row (``reslearn.results.run_row``) in ``--record``/table6.csv
+(experiment table6) or ``--record``/cifar10_fast.csv (experiment and recipe cifar10_fast, as
+``reslearn compare --recipe cifar10_fast --record`` writes); ``--summary`` gets one JSON with the
+step table, each run's images/s, wall time, errors and test-error curve, the fast recipe's test
+error per model (each seed, mean and std) and what did not fit. Every run's config is checked
+before the first trains (a bad one: one line, exit 2). The same script runs on the CPU at a tiny
+budget (the tests do: ``--device cpu --iterations 8 ...``; 8 at least, for the fast recipe's
+one-cycle rise), fp32 without compile there.
 
 On a lent machine (files come back from $OUT only, 8 at most, so runs go to /tmp), with
 ../shared/data's cifar10-jpeg.tar.gz and prepare_cifar10.py copied into an ignored folder
@@ -45,10 +55,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from reslearn.checkpoint import find_latest_checkpoint  # noqa: E402
 from reslearn.engine.logging import read_metrics  # noqa: E402
+from reslearn.errors import ReslearnError  # noqa: E402
 from reslearn.reproduce import budget_overrides  # noqa: E402
 from reslearn.results import record_runs, run_row  # noqa: E402
 
 EXPERIMENT = "table6"  # the rows reslearn reproduce cifar-table writes
+FAST_RECIPE = "cifar10_fast"  # issue 15's fast recipe; its rows' experiment too, as compare --record
+FAST_RUNS = (("resnet20", 0), ("resnet20", 1), ("resnet20", 2), ("resnet56", 0))  # the issue's 3 seeds, and ResNet-56
+NO_COMPILE = "train.compile=false"  # the fallback's override
 
 
 @dataclass
@@ -60,6 +74,7 @@ class Job:
     seed: int
     run_dir: Path
     overrides: list[str]
+    extra: list[str] = field(default_factory=list)  # after the overrides: the compile fallback's
     status: str = "planned"  # planned | running | done | failed | stopped | skipped
     wall_s: float | None = None
     note: str = ""
@@ -94,10 +109,20 @@ def plan(a: argparse.Namespace, common: list[str]) -> list[Job]:
     return jobs
 
 
-def start(job: Job, extra: list[str] = ()) -> None:
+def plan_fast(a: argparse.Namespace, common: list[str]) -> list[Job]:
+    """The fast recipe's runs (FAST_RUNS), ResNet-20 seed 0 first, in OUT/cifar10_fast/."""
+    return [Job(m, FAST_RECIPE, s, Path(a.out) / FAST_RECIPE / f"{m}-seed{s}", common) for m, s in FAST_RUNS]
+
+
+def job_overrides(job: Job) -> list[str]:
+    """The config overrides of ``job`` (over its recipe)."""
+    return [*job.overrides, *job.extra, f"model.name={job.model}", f"train.seed={job.seed}"]
+
+
+def start(job: Job) -> None:
     job.run_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "reslearn.cli", "train", "--recipe", job.recipe, *job.overrides, *extra,
-           f"model.name={job.model}", f"train.seed={job.seed}", "--run-dir", str(job.run_dir)]
+    cmd = [sys.executable, "-m", "reslearn.cli", "train", "--recipe", job.recipe, *job_overrides(job),
+           "--run-dir", str(job.run_dir)]
     if find_latest_checkpoint(job.run_dir) is not None:  # a rerun of the spell continues a stopped run
         cmd.append("--resume")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
@@ -105,7 +130,7 @@ def start(job: Job, extra: list[str] = ()) -> None:
     job.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     job.proc.log = log
     job.status, job.started = "running", time.perf_counter()
-    print(f"spell: start {job.model} seed {job.seed} ({job.recipe}) {' '.join(extra)}", flush=True)
+    print(f"spell: start {job.model} seed {job.seed} ({job.recipe}) {' '.join(job.extra)}", flush=True)
 
 
 def poll(job: Job) -> bool:
@@ -142,6 +167,37 @@ def estimate_s(job: Job, t20: float, running: int) -> float:
     return t20 * job.depth() / 20 * (1 + 0.5 * running)
 
 
+def train_s(job: Job) -> float | None:
+    """The seconds ``job`` trained (its last metrics row; None before any)."""
+    rows = read_metrics(job.run_dir / "metrics.csv") if (job.run_dir / "metrics.csv").is_file() else []
+    return float(rows[-1]["elapsed_s"]) if rows and rows[-1].get("elapsed_s") else None
+
+
+def images(job: Job) -> int:
+    """The training images ``job``'s resolved config steps through (iterations x batch)."""
+    from reslearn.config import load_config
+
+    cfg = load_config(job.recipe, job_overrides(job))
+    return cfg.schedule.iterations * cfg.optim.batch_size * cfg.optim.accum_steps
+
+
+def scaled_s(ref: Job, job: Job) -> float:
+    """A guess at ``job``'s wall time, from ``ref``'s (a done run of the same depth): its time
+    outside training (start-up, data loading) as it was, its training time scaled by the images
+    ``job`` trains. inf where ``ref`` did not finish."""
+    if ref.status != "done" or ref.wall_s is None:
+        return float("inf")
+    # at most the process's time: a resumed run's elapsed_s includes its earlier processes'
+    trained = min(train_s(ref) or ref.wall_s, ref.wall_s)
+    return ref.wall_s - trained + trained * images(job) / images(ref)
+
+
+def inherit_fallback(ref: Job, jobs: list[Job]) -> None:
+    """Runs after ``ref`` skip what failed there: compile, where ``ref`` needed the fallback."""
+    for j in jobs:
+        j.extra = list(dict.fromkeys([*j.extra, *ref.extra]))
+
+
 def run_jobs(jobs: list[Job], *, deadline: float, jobs_at_once: int, t20: float) -> None:
     pending = [j for j in jobs if j.status == "planned"]
     running: list[Job] = []
@@ -169,7 +225,7 @@ def run_jobs(jobs: list[Job], *, deadline: float, jobs_at_once: int, t20: float)
 
 
 def run_single(job: Job, *, deadline: float, compile_on: bool) -> None:
-    """The ResNet-20 measurement; without compile again if it failed with it."""
+    """One run alone (a measurement); without compile again (``job.extra``) if it failed with it."""
     start(job)
     while not poll(job):
         if time.perf_counter() >= deadline:
@@ -177,11 +233,25 @@ def run_single(job: Job, *, deadline: float, compile_on: bool) -> None:
             return
         time.sleep(0.5)
     if job.status == "failed" and compile_on and time.perf_counter() < deadline:
-        job.note = f"with compile: {job.note}; run again without"
-        first_note = job.note
-        start(job, ["train.compile=false"])
+        first_note = f"with compile: {job.note}; run again without"
+        job.extra = [*job.extra, NO_COMPILE]
         run_single(job, deadline=deadline, compile_on=False)
         job.note = first_note + (f"; {job.note}" if job.note else "")
+
+
+def run_fast(jobs: list[Job], *, ref: Job, deadline: float, jobs_at_once: int, compile_on: bool) -> None:
+    """The fast recipe: ``jobs[0]`` alone when ``scaled_s`` from ``ref`` (ResNet-20's full run)
+    says it ends in time, then the others ``jobs_at_once`` at a time, estimated from it."""
+    first, rest = jobs[0], jobs[1:]
+    inherit_fallback(ref, jobs)
+    guess, left = scaled_s(ref, first), deadline - time.perf_counter()
+    if guess < left:
+        run_single(first, deadline=deadline, compile_on=compile_on and NO_COMPILE not in first.extra)
+    else:
+        first.status, first.note = "skipped", f"estimated {guess:.0f} s > {max(left, 0):.0f} s left"
+    inherit_fallback(first, rest)
+    run_jobs(rest, deadline=deadline, jobs_at_once=jobs_at_once,
+             t20=first.wall_s if first.status == "done" else float("inf"))
 
 
 def describe(job: Job) -> dict[str, Any]:
@@ -192,12 +262,34 @@ def describe(job: Job) -> dict[str, Any]:
         rows = read_metrics(metrics)
         rates = [float(r["images_per_s"]) for r in rows if r.get("images_per_s")]
         out["images_per_s"] = round(statistics.median(rates), 1) if rates else None
-        out["train_wall_s"] = round(float(rows[-1]["elapsed_s"]), 1) if rows and rows[-1].get("elapsed_s") else None
+        trained = train_s(job)
+        out["train_wall_s"] = round(trained, 1) if trained is not None else None
         out["curve"] = [(int(r["iteration"]), float(r["test_err"])) for r in rows if r.get("test_err")]
     final = job.run_dir / "final.json"
     if job.status == "done" and final.is_file():
         doc = json.loads(final.read_text())
         out["test_err"], out["val_err"] = doc.get("test", {}).get("top1_err"), doc.get("val", {}).get("top1_err")
+    return out
+
+
+def record(jobs: list[Job], *, experiment: str, folder: str) -> tuple[str | None, list[dict[str, Any]]]:
+    """The results rows of ``jobs``' finished runs into ``folder/<experiment>.csv``: its path
+    (None when none finished) and the rows."""
+    rows = [run_row(j.run_dir, experiment=experiment, recipe=j.recipe) for j in jobs if j.status == "done"]
+    return (str(record_runs(rows, folder)) if rows else None), rows
+
+
+def by_model(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each model's seeds, test errors (%), their mean and std (None for one seed), epochs, and
+    training seconds, from results rows."""
+    out: dict[str, dict[str, Any]] = {}
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model and r["test_err"] != ""]
+        errs = [float(r["test_err"]) for r in mine]
+        out[model] = {"seeds": [r["seed"] for r in mine], "test_err": errs,
+                      "mean": round(statistics.mean(errs), 2) if errs else None,
+                      "std": round(statistics.stdev(errs), 2) if len(errs) > 1 else None,
+                      "epochs": [r["epochs"] for r in mine], "wall_s": [r["wall_s"] for r in mine]}
     return out
 
 
@@ -243,6 +335,33 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def run_spell(a: argparse.Namespace, jobs: list[Job], fast: list[Job], *, compile_on: bool, deadline: float) -> None:
+    """Steps 2-4 of the docstring: the Table 6 jobs (ResNet-20's full run first) and the fast
+    recipe's; each job then says what became of it."""
+    first = jobs[0]
+    if time.perf_counter() < deadline:
+        run_single(first, deadline=deadline, compile_on=compile_on)
+    else:
+        first.status, first.note = "skipped", "no time left"
+    run_fast(fast, ref=first, deadline=deadline, jobs_at_once=a.jobs, compile_on=compile_on)
+    inherit_fallback(first, jobs[1:])
+    run_jobs(jobs, deadline=deadline, jobs_at_once=a.jobs, t20=first.wall_s if first.status == "done" else float("inf"))
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    print(f"{'run':<16}{'recipe':<14}{'status':<9}{'test err %':>11}{'img/s':>9}{'train s':>9}{'process s':>10}  note")
+    for r in summary["runs"]:
+        print(f"{r['model'] + '-s' + str(r['seed']):<16}{r['recipe']:<14}{r['status']:<9}{_num(r.get('test_err')):>11}"
+              f"{_num(r.get('images_per_s')):>9}{_num(r.get('train_wall_s')):>9}{_num(r.get('process_wall_s')):>10}"
+              f"  {r['note']}")
+    fast = summary[FAST_RECIPE]
+    for model, m in fast["models"].items():
+        print(f"{FAST_RECIPE} {model}: test error % {m['test_err']}, mean {_num(m['mean'])}, std {_num(m['std'])}")
+    done = sum(r["status"] == "done" for r in summary["runs"])
+    csvs = ", ".join(p for p in (summary["results_csv"], fast["results_csv"]) if p) or "none"
+    print(f"spell: {done} of {len(summary['runs'])} runs done in {summary['wall_s']:.0f} s; rows: {csvs}")
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     t0 = time.perf_counter()
@@ -253,28 +372,21 @@ def main(argv: list[str] | None = None) -> int:
     summary["train_step"] = step_bench(a) if time.perf_counter() + 60 < deadline else None
     common = fast_overrides(a)
     summary["overrides"] = common
-    jobs = plan(a, common)
-    first = jobs[0]
-    if time.perf_counter() < deadline:
-        run_single(first, deadline=deadline, compile_on="train.compile=true" in common)
-    else:
-        first.status, first.note = "skipped", "no time left"
-    t20 = first.wall_s if first.status == "done" else float("inf")
-    run_jobs(jobs, deadline=deadline, jobs_at_once=a.jobs, t20=t20)
-    done = [j for j in jobs if j.status == "done"]
-    if done:
-        path = record_runs([run_row(j.run_dir, experiment=EXPERIMENT, recipe=j.recipe) for j in done],
-                           a.record or a.out)
-        summary["results_csv"] = str(path)
-    summary["runs"] = [describe(j) for j in jobs]
+    jobs, fast = plan(a, common), plan_fast(a, common)
+    try:  # every run's config, before the first trains: a bad one is one line now, not a failed run later
+        for j in [*jobs, *fast]:
+            images(j)
+    except ReslearnError as e:
+        print(f"spell: {e}", file=sys.stderr)
+        return 2
+    run_spell(a, jobs, fast, compile_on="train.compile=true" in common, deadline=deadline)
+    summary["results_csv"], _ = record(jobs, experiment=EXPERIMENT, folder=a.record or a.out)
+    fast_csv, fast_rows = record(fast, experiment=FAST_RECIPE, folder=a.record or a.out)
+    summary[FAST_RECIPE] = {"results_csv": fast_csv, "models": by_model(fast_rows)}
+    summary["runs"] = [describe(j) for j in [jobs[0], *fast, *jobs[1:]]]  # in the order they ran
     summary["wall_s"] = round(time.perf_counter() - t0, 1)
     Path(a.summary or Path(a.out) / "spell.json").write_text(json.dumps(summary, indent=2))
-    print(f"{'run':<16}{'status':<9}{'test err %':>11}{'img/s':>9}{'train s':>9}{'process s':>10}  note")
-    for r in summary["runs"]:
-        print(f"{r['model'] + '-s' + str(r['seed']):<16}{r['status']:<9}{_num(r.get('test_err')):>11}"
-              f"{_num(r.get('images_per_s')):>9}{_num(r.get('train_wall_s')):>9}{_num(r.get('process_wall_s')):>10}"
-              f"  {r['note']}")
-    print(f"spell: {len(done)} of {len(jobs)} runs done in {summary['wall_s']:.0f} s; rows: {summary.get('results_csv', 'none')}")
+    print_summary(summary)
     return 0
 
 
