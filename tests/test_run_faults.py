@@ -596,11 +596,19 @@ class _SignalDispositions(torch.utils.data.Dataset):
 def test_dataloader_workers_leave_ctrl_c_to_the_trainer():
     """A terminal's Ctrl-C and torchrun's forwarded signal reach the DataLoader workers too: they
     ignore it (else the batch the iteration waits for would fail) and the trainer stops them."""
-    src = LoaderSource(_SignalDispositions(), batch_size=2, shuffle=False, seed=0, device=torch.device("cpu"),
-                       rank=0, world_size=1, accum_steps=1, workers=1, drop_last=False, channels_last=False)
-    (x, _), = list(src.iter_epoch(0))
-    assert x.tolist() == [[True, True], [True, True]]
-    assert signal.getsignal(signal.SIGINT) != signal.SIG_IGN  # the training process still hears it
+    # From the default dispositions (pytest-xdist's workers start with SIGINT ignored, which the
+    # forked DataLoader worker would inherit whatever reslearn does)
+    before = {s: signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        src = LoaderSource(_SignalDispositions(), batch_size=2, shuffle=False, seed=0, device=torch.device("cpu"),
+                           rank=0, world_size=1, accum_steps=1, workers=1, drop_last=False, channels_last=False)
+        (x, _), = list(src.iter_epoch(0))
+        assert x.tolist() == [[True, True], [True, True]]
+        # the training process still hears both
+        assert [signal.getsignal(s) for s in before] == [signal.SIG_DFL, signal.SIG_DFL]
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
 
 
 def test_resume_command_is_the_command_line_as_typed():
