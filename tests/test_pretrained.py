@@ -149,11 +149,11 @@ def test_checkpoint_from_another_machine_finds_data_here(tmp_path):
     """A recorded data root that does not exist here (a teammate's run, the shipped weights)
     falls back to the default data roots; one that exists, or --root, is used as given."""
     from reslearn.config import Config, config_to_dict
-    from reslearn.engine.evaluate import _data_cfg
+    from reslearn.engine.evaluate import checkpoint_data_config
 
     cfg = config_to_dict(Config())
     cfg["data"]["root"] = str(tmp_path / "elsewhere")
-    assert _data_cfg({"config": cfg}, root=None, dataset=None).root == ""
-    assert _data_cfg({"config": cfg}, root="/given", dataset=None).root == "/given"
+    assert checkpoint_data_config({"config": cfg}, root=None, dataset=None).root == ""
+    assert checkpoint_data_config({"config": cfg}, root="/given", dataset=None).root == "/given"
     cfg["data"]["root"] = str(tmp_path)
-    assert _data_cfg({"config": cfg}, root=None, dataset=None).root == str(tmp_path)
+    assert checkpoint_data_config({"config": cfg}, root=None, dataset=None).root == str(tmp_path)

@@ -90,13 +90,13 @@ def analyze_responses(paths: Sequence[str | Path], *, root: str | None = None, l
     """Response stds of each checkpoint's model over its test set; writes the Fig. 7 plot."""
     from .checkpoint import load_model
     from .engine.data import IN_MEMORY
-    from .engine.evaluate import _data_cfg, eval_source, eval_split
+    from .engine.evaluate import checkpoint_data_config, eval_source, eval_split
     from .errors import ReslearnError
 
     curves, table = {}, {}
     for p in paths:
         model, doc = load_model(p, device=device)
-        cfg = _data_cfg(doc, root=root, dataset=None)
+        cfg = checkpoint_data_config(doc, root=root, dataset=None)
         if cfg.name not in IN_MEMORY:
             raise ReslearnError("response analysis reads in-memory data sets (CIFAR, MNIST-like)")
         _, test = eval_split(doc, split="test", root=root, limit=limit)

@@ -19,7 +19,7 @@ from .data import APP_DATA, IN_MEMORY, split_datasets
 from .device import select_device
 
 __all__ = ["evaluate_checkpoint", "ensemble_checkpoints", "collect_probs", "errors_from_probs", "predict_images",
-           "image_inputs", "real_inputs", "eval_split", "eval_source", "eval_resize"]
+           "image_inputs", "real_inputs", "eval_split", "eval_source", "eval_resize", "checkpoint_data_config"]
 
 
 def _data_name(doc: dict[str, Any]) -> str:
@@ -64,7 +64,9 @@ def _fast(model, doc: dict[str, Any], fast: bool):
     return fast_model(model, input_size=(doc["in_chans"], *doc["image_size"]))
 
 
-def _data_cfg(doc: dict[str, Any], *, root: str | None, dataset: str | None) -> DataConfig:
+def checkpoint_data_config(doc: dict[str, Any], *, root: str | None, dataset: str | None) -> DataConfig:
+    """The data config a checkpoint records (its run's ``data.*``), for evaluation: no training
+    subset, no download, ``dataset`` / ``root`` instead of the recorded ones when given."""
     cfg = config_from_dict(doc["config"]).data if doc.get("config") else DataConfig(name=doc.get("data", "cifar10"))
     cfg = replace(cfg, name=dataset or cfg.name, train_subset=0, download=False)
     if root:
@@ -95,7 +97,7 @@ def eval_split(doc: dict[str, Any], *, split: str = "test", root: str | None = N
     Returns ``(cfg, ds)``: an ``ArrayDataset`` (uint8) for in-memory sets, else a map-style
     dataset of ``(transform(image), label)`` over the folder's val/ (else test/) or train/ split.
     The one place eval, ensemble, analyze and export build a checkpoint's evaluation data."""
-    cfg = _data_cfg(doc, root=root, dataset=dataset)
+    cfg = checkpoint_data_config(doc, root=root, dataset=dataset)
     if cfg.name in APP_DATA:
         raise ReslearnError(f"{cfg.name} is not an image classification data set")
     if cfg.name not in IN_MEMORY and not cfg.root:
@@ -130,7 +132,7 @@ def collect_probs(path: str | Path, *, root: str | None = None, dataset: str | N
     if scales is not None and (not scales or min(scales) < 1):
         raise ReslearnError(f"multi-scale test sizes must be >= 1 pixel; got {list(scales)}")
     model, doc, dev = _load_classifier(path, device=device, fast=fast, command="eval")
-    cfg = _data_cfg(doc, root=root, dataset=dataset)
+    cfg = checkpoint_data_config(doc, root=root, dataset=dataset)
     if cfg.name not in IN_MEMORY:
         return _probs_folder(model, doc, cfg, split, ten_crop, multi_scale, scales, batch_size, dev, limit,
                              shared_classes)
@@ -153,7 +155,8 @@ def evaluate_checkpoint(path: str | Path, **kw: Any) -> dict[str, Any]:
     """Top-1/top-5 error of the model in ``path`` on a split of its data set (or another)."""
     probs, labels, doc, mode = collect_probs(path, **kw)
     views = {} if mode == "single" else _views(doc, mode, kw.get("scales"))
-    return {"checkpoint": str(path), "model": doc["model"], "data": _data_cfg(doc, root=kw.get("root"), dataset=kw.get("dataset")).name,
+    data = checkpoint_data_config(doc, root=kw.get("root"), dataset=kw.get("dataset")).name
+    return {"checkpoint": str(path), "model": doc["model"], "data": data,
             "split": kw.get("split", "test"), "mode": mode, **views, **errors_from_probs(probs, labels)}
 
 
