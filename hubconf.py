@@ -1,6 +1,6 @@
 """torch.hub entry points: ``torch.hub.load("<owner>/reslearn", "resnet50")`` (or a local clone
 with ``source="local"``) for every registered model. Keyword arguments go to the builder;
-``pretrained=True`` loads reslearn's own reproduced weights where there are some (see
+``pretrained=True`` (or a tag) loads reslearn's own trained weights where there are some (see
 ``reslearn models --pretrained``), from files shipped with the code, checked by SHA-256."""
 
 import os

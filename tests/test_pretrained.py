@@ -70,7 +70,7 @@ def fake_index(tmp_path, monkeypatch):
     sha = W._sha256(tmp_path / "resnet20-t.safetensors")
     entry = {"model": "resnet20", "tag": "t", "file": "resnet20-t.safetensors", "sha256": sha, "data": "cifar10",
              "recipe": "cifar10", "iterations": 10, "seed": 0, "test_err": 90.0, "paper_test_err": 8.75,
-             "commit": "0" * 40, "results": "docs/results/none.csv"}
+             "commit": "0" * 40, "results": "docs/results/none.csv", "reproduced": True}
     (tmp_path / "index.json").write_text(json.dumps({"weights": [entry]}))
     monkeypatch.setattr(W, "WEIGHTS_DIR", tmp_path)
     return tmp_path, net
@@ -83,6 +83,21 @@ def test_pretrained_loads_the_registered_file(fake_index):
     assert torch.equal(model.eval()(x), net(x))
     assert model.pretrained_cfg["ref"] == "pretrained:resnet20/t"
     assert resolve_weights("pretrained:resnet20") == fake_index[0] / "resnet20-t.safetensors"
+
+
+def test_default_is_only_weights_that_reproduce_the_paper(fake_index):
+    folder, net = fake_index
+    index = json.loads((folder / "index.json").read_text())
+    index["weights"][0]["reproduced"] = False
+    (folder / "index.json").write_text(json.dumps(index))
+    W._read_index.cache_clear()
+    with pytest.raises(ValueError, match=r"no pretrained weights that reproduce the paper yet.*'t' \(90.00% test error"):
+        reslearn.create_model("resnet20", pretrained=True)
+    with pytest.raises(ReslearnError, match="reproduce the paper"):
+        resolve_weights("pretrained:resnet20")
+    model = reslearn.create_model("resnet20", pretrained="t")  # by its tag it loads
+    x = torch.randn(1, 3, 32, 32)
+    assert torch.equal(model.eval()(x), net(x))
 
 
 def test_tampered_file_is_refused(fake_index):

@@ -8,7 +8,8 @@ checksum differs from the index. ``scripts/register_weights.py`` adds a finished
 
 Usage::
 
-    model = reslearn.create_model("resnet20", pretrained=True)      # the default entry
+    model = reslearn.create_model("resnet20", pretrained=True)      # weights that reproduce the paper
+    model = reslearn.create_model("resnet20", pretrained="cifar10-table6")  # one run, by its tag
     model.pretrained_cfg["normalizer"]                              # the input preprocessing
     reslearn eval pretrained:resnet20                               # any command taking weights
 """
@@ -46,6 +47,7 @@ class PretrainedWeights:
     paper_test_err: float | None
     commit: str
     results: str  # the results CSV holding the run's row
+    reproduced: bool = False  # test_err within 0.5 points of the paper's: only then a model's default
 
     @property
     def path(self) -> Path:
@@ -67,7 +69,8 @@ def _index() -> tuple[PretrainedWeights, ...]:
 
 
 def list_pretrained(model: str | None = None) -> list[PretrainedWeights]:
-    """The registered weights (of ``model`` only, if given); a model's first entry is its default."""
+    """The registered weights (of ``model`` only, if given); a model's default is its first entry
+    that reproduces the paper (``reproduced``)."""
     return [w for w in _index() if model is None or w.model == model]
 
 
@@ -78,8 +81,13 @@ def pretrained_entry(model: str, tag: str | None = None) -> PretrainedWeights:
         have = sorted({w.model for w in _index()})
         raise ValueError(f"no pretrained weights for {model!r}; reslearn has them for: {', '.join(have) or 'none'}"
                          " (train one and load its model.safetensors instead)")
-    if tag is None:
-        return entries[0]
+    if tag is None:  # the default: weights that reproduce the paper, never a run that does not
+        good = [w for w in entries if w.reproduced]
+        if not good:
+            have = ", ".join(f"{w.tag!r} ({w.test_err:.2f}% test error; paper {w.paper_test_err}%)" for w in entries)
+            raise ValueError(f"{model} has no pretrained weights that reproduce the paper yet; ask for one by its "
+                             f"tag to load it anyway: {have}")
+        return good[0]
     for w in entries:
         if w.tag == tag:
             return w
