@@ -32,31 +32,21 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from pipeline import MEAN_STD, torchvision_cifar10  # benchmarks/pipeline.py: the same reference data path
 from reslearn.engine.trainer import git_commit
 from reslearn.results import machine_description, record_runs
-
-
-def cifar10(root: str, *, train: bool, transform):
-    import torchvision
-
-    # The shared copy is JPEG re-encoded, so torchvision's md5 check refuses it: skip only that
-    # check; everything else is torchvision's own CIFAR10 class (as benchmarks/pipeline.py does).
-    torchvision.datasets.CIFAR10._check_integrity = lambda self: True
-    torchvision.datasets.cifar.check_integrity = lambda *a, **k: True
-    return torchvision.datasets.CIFAR10(root, train=train, transform=transform, download=False)
 
 
 def loaders(args):
     import torchvision.transforms as T
 
-    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # the usual per-channel statistics
-    train_tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
-    test_tf = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
-    train = cifar10(args.data, train=True, transform=train_tf)
+    train_tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(*MEAN_STD)])
+    test_tf = T.Compose([T.ToTensor(), T.Normalize(*MEAN_STD)])
+    train = torchvision_cifar10(args.data, train=True, transform=train_tf)
     keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.split_seed))
     keep = keep[args.val_size:] if args.train_subset == 0 else keep[args.val_size:args.val_size + args.train_subset]
     train = torch.utils.data.Subset(train, keep.tolist())
-    test = cifar10(args.data, train=False, transform=test_tf)
+    test = torchvision_cifar10(args.data, train=False, transform=test_tf)
     if args.test_subset:
         test = torch.utils.data.Subset(test, range(args.test_subset))
     mk = dict(num_workers=args.workers, persistent_workers=args.workers > 0)

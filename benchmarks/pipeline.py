@@ -79,17 +79,24 @@ def no_step(x, y):
     return x.view(-1)[0]
 
 
-def run_reference(root, iters, batch, workers, device, warmup, data_only=False):
-    import torchvision
-    import torchvision.transforms as T
+MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))  # the usual per-channel statistics
 
-    # Our shared copy is JPEG re-encoded, so torchvision's md5 check would refuse it: skip only
-    # that check, everything else is torchvision's own CIFAR10 class.
+
+def torchvision_cifar10(root, *, train: bool, transform):
+    """torchvision's own CIFAR10 class on ``root``'s python batches. The shared copy is JPEG
+    re-encoded, so torchvision's md5 check would refuse it: only that check is skipped."""
+    import torchvision
+
     torchvision.datasets.CIFAR10._check_integrity = lambda self: True
     torchvision.datasets.cifar.check_integrity = lambda *a, **k: True  # the meta file's md5
-    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-    tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
-    ds = torchvision.datasets.CIFAR10(str(root), train=True, transform=tf, download=False)
+    return torchvision.datasets.CIFAR10(str(root), train=train, transform=transform, download=False)
+
+
+def run_reference(root, iters, batch, workers, device, warmup, data_only=False):
+    import torchvision.transforms as T
+
+    tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(*MEAN_STD)])
+    ds = torchvision_cifar10(root, train=True, transform=tf)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
                                          drop_last=True, pin_memory=device.type == "cuda",
                                          persistent_workers=workers > 0)

@@ -10,13 +10,13 @@ into src/reslearn/weights/index.json. The row must already be in docs/results/<e
 """
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
 from pathlib import Path
 
 from reslearn.results import read_results, run_row
+from reslearn.weights import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "src" / "reslearn" / "weights"
@@ -45,7 +45,7 @@ def main() -> None:
     if not src.is_file():
         sys.exit(f"register_weights: {src} does not exist (an unfinished run?)")
     row = recorded(run_row(args.run_dir, experiment=args.experiment, recipe=args.recipe), args.experiment)
-    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    sha = sha256_file(src)
     name = f"{row['model']}-{args.tag}-{sha[:8]}.safetensors"
     shutil.copyfile(src, WEIGHTS / name)
     entry = {"model": row["model"], "tag": args.tag, "file": name, "sha256": sha, "data": row["data"],

@@ -67,7 +67,7 @@ def fake_index(tmp_path, monkeypatch):
            "classes": [str(i) for i in range(10)], "image_size": [32, 32], "in_chans": 3, "data": "cifar10",
            "normalizer": tensors_to_json(norm.state_dict())}
     save_tensors(tmp_path / "resnet20-t.safetensors", dict(net.state_dict()), doc)
-    sha = W._sha256(tmp_path / "resnet20-t.safetensors")
+    sha = W.sha256_file(tmp_path / "resnet20-t.safetensors")
     entry = {"model": "resnet20", "tag": "t", "file": "resnet20-t.safetensors", "sha256": sha, "data": "cifar10",
              "recipe": "cifar10", "iterations": 10, "seed": 0, "test_err": 90.0, "paper_test_err": 8.75,
              "commit": "0" * 40, "results": "docs/results/none.csv", "reproduced": True}

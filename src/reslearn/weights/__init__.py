@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import ReslearnError
 
-__all__ = ["PretrainedWeights", "list_pretrained", "pretrained_entry", "pretrained_path", "PREFIX"]
+__all__ = ["PretrainedWeights", "list_pretrained", "pretrained_entry", "pretrained_path", "sha256_file", "PREFIX"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
 PREFIX = "pretrained:"  # weights arguments of the CLI: pretrained:resnet20 or pretrained:resnet20/TAG
@@ -94,7 +94,8 @@ def pretrained_entry(model: str, tag: str | None = None) -> PretrainedWeights:
     raise ValueError(f"{model} has no pretrained weights tagged {tag!r}; tags: {', '.join(w.tag for w in entries)}")
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -108,7 +109,7 @@ def pretrained_path(model: str, tag: str | None = None) -> Path:
     entry = pretrained_entry(model, tag)
     if not entry.path.is_file():
         raise ReslearnError(f"pretrained weights {entry.ref}: {entry.path} is missing from the installation")
-    digest = _sha256(entry.path)
+    digest = sha256_file(entry.path)
     if digest != entry.sha256:
         raise ReslearnError(f"pretrained weights {entry.path} fail their checksum (sha256 {digest[:12]}..., "
                             f"index says {entry.sha256[:12]}...); reinstall reslearn")
@@ -125,8 +126,7 @@ def load_pretrained(model: str, tag: str | None, kwargs: dict[str, Any]):
     """The registered weights of ``model`` in a freshly built network (train mode, like every
     ``create_model`` result), with ``pretrained_cfg`` (tag, classes, image size, normaliser,
     measured error). ``kwargs`` that contradict how the weights were trained raise ``ValueError``."""
-    from ..checkpoint import load_model
-    from ..checkpoint import tensors_from_json
+    from ..checkpoint import load_model, tensors_from_json
     from ..data.augment import Normalizer
 
     entry = pretrained_entry(model, tag)
