@@ -16,8 +16,15 @@ read back with ``torch.load(weights_only=True)``), so ``--resume`` continues an 
 (the data order after a resume is a fresh shuffle: close, not bit-identical). One results row
 (experiment ``peer_loop``) goes to ``--record``/peer_loop.csv.
 
+``--engine reslearn`` trains the same budget with ``reslearn train --recipe cifar10`` (the paper's
+schedule shrunk to ``--iterations`` as ``reslearn reproduce cifar-table --iterations`` does: lr
+/10 at 50% and 75%) in ``--out``, and records its row in the same file (recipe ``cifar10``), so
+the two loops' errors at one budget sit side by side in one table.
+
     python benchmarks/peer_loop.py --data .data --iterations 64000 --out runs/peer_r20 \
         --record docs/results
+    python benchmarks/peer_loop.py --engine reslearn --iterations 16000 --out runs/ours_r20_16k \
+        --channels-last --threads 2 --record docs/results
 """
 
 from __future__ import annotations
@@ -65,6 +72,21 @@ def test_error(model, loader) -> float:
     return 100 * wrong / n
 
 
+def reslearn_engine(args) -> dict:
+    """The same budget through reslearn's own engine and data path: its results row."""
+    from reslearn.experiments import compare
+    from reslearn.reproduce import budget_overrides
+    from reslearn.results import run_row
+
+    overrides = budget_overrides(args.iterations) + [
+        f"data.root={args.data}", f"data.val_size={args.val_size}", f"data.train_subset={args.train_subset}", f"data.test_subset={args.test_subset}",
+        f"optim.batch_size={args.batch}", f"train.threads={args.threads}",
+        f"train.channels_last={str(args.channels_last).lower()}", f"train.eval_every={args.eval_every}",
+        f"train.checkpoint_every={args.checkpoint_every}"]
+    compare([args.model], recipe="cifar10", overrides=overrides, out_dir=args.out, seeds=[args.seed], figure=False)
+    return run_row(args.out / f"{args.model}-seed{args.seed}", experiment="peer_loop", recipe="cifar10")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=".data", help="folder holding cifar-10-batches-py/")
@@ -78,12 +100,27 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--channels-last", action="store_true",
+                    help="model and batches in channels_last memory format (the same fp32 arithmetic, faster on CPU)")
     ap.add_argument("--eval-every", type=int, default=2000)
     ap.add_argument("--checkpoint-every", type=int, default=2000)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--record", help="also write the results row into this folder's peer_loop.csv")
+    ap.add_argument("--engine", choices=["torchvision", "reslearn"], default="torchvision",
+                    help="torchvision: the plain loop (the peer); reslearn: the same budget through `reslearn train`")
     args = ap.parse_args()
+    if args.engine == "reslearn":
+        from reslearn.errors import ReslearnError
+
+        try:
+            row = reslearn_engine(args)
+        except ReslearnError as e:
+            raise SystemExit(f"peer_loop: {e}") from None
+        for folder in [args.out] + ([args.record] if args.record else []):
+            record_runs([row], folder)
+        print(f"final test error {row['test_err']:.2f}% after {row['iterations']} iterations", flush=True)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     import reslearn
@@ -91,6 +128,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     model = reslearn.create_model(args.model)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     milestones = [args.iterations // 2, args.iterations * 3 // 4]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.1)  # stepped per iteration
@@ -112,7 +151,7 @@ def main() -> None:
     t0, wrong, seen, window = time.perf_counter() - spent, 0, 0, (0, 0)
     while it < args.iterations:
         for x, y in train_loader:
-            out = model(x)
+            out = model(x.contiguous(memory_format=fmt))
             loss = F.cross_entropy(out, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -10,7 +10,8 @@ are timed round robin so that drift on the machine spreads over all of them), th
 eager fp32, and the achieved GFLOP/s of the step: the model's multiply-adds
 (reslearn.summary.count_macs, the papers' FLOPs) x 2 FLOPs x 3 for forward plus backward
 (the backward costs two forwards: input and weight gradients), beside the measured fp32 (and
-bf16) matmul peak of torch.mm on large square matrices with the same threads.
+bf16) peak: the faster of torch.mm on large square matrices (MKL) and a large 3x3
+convolution (oneDNN, the step's own kernels), with the same threads.
 
 ``--device cuda`` times the same variants on a GPU (benchmarks/gpu_spell.py does), where
 ``--compile-mode reduce-overhead`` replays CUDA graphs.
@@ -123,6 +124,37 @@ def matmul_gflops(n: int, dtype: torch.dtype, repeats: int, device: str = "cpu")
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
+def conv_gflops(channels: int, hw: int, batch: int, dtype: torch.dtype, repeats: int, device: str = "cpu") -> float:
+    """Measured GFLOP/s of one 3x3 convolution (channels -> channels, hw x hw, stride 1,
+    channels_last, forward) counted as a direct convolution (2 x 9 x C^2 x H x W FLOPs an image).
+
+    On the CPU this is oneDNN's kernel, the one the training step's convolutions run, while
+    ``torch.mm`` is MKL's sgemm, which on this project's AMD CPU reached less than the ResNet-20
+    step itself (218 against 271 GFLOP/s): a "share of peak" needs the faster of the two."""
+    x = torch.randn(batch, channels, hw, hw, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(channels, channels, 3, 3, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        F.conv2d(x, w, padding=1)  # warm-up (and oneDNN's primitive creation)
+        times = []
+        for _ in range(repeats):
+            sync(device)
+            t0 = time.perf_counter()
+            F.conv2d(x, w, padding=1)
+            sync(device)
+            times.append(time.perf_counter() - t0)
+    return 2 * 9 * channels**2 * hw * hw * batch / statistics.median(times) / 1e9
+
+
+def measured_peaks(*, matmul_n: int, conv: tuple[int, int, int], bf16: bool, repeats: int,
+                   device: str) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Per precision, the faster of the square ``torch.mm`` and the 3x3 convolution (``conv`` =
+    channels, size, batch), and both measurements."""
+    dtypes = {"fp32": torch.float32, **({"bf16": torch.bfloat16} if bf16 else {})}
+    kernels = {k: {"matmul": matmul_gflops(matmul_n, dt, repeats, device),
+                   "conv3x3": conv_gflops(*conv, dt, repeats, device)} for k, dt in dtypes.items()}
+    return {k: max(v.values()) for k, v in kernels.items()}, kernels
+
+
 def time_variants(vs: list[Variant], *, width: int, batch: int, iters: int, warmup: int,
                   repeats: int, device: str = "cpu", compile_mode: str = "default") -> dict[Variant, list[float]]:
     """Images/s of each variant's repeats, timed round robin after ``warmup`` steps each (the
@@ -166,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=10, help="steps per timed repeat")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--matmul-n", type=int, default=2048)
+    p.add_argument("--matmul-n", type=int, default=4096)
+    p.add_argument("--peak-conv", type=int, nargs=3, default=(256, 28, 32), metavar=("C", "HW", "BATCH"),
+                   help="the 3x3 convolution timed for the peak: channels, size, batch")
     p.add_argument("--bf16", action="store_true", help="time bf16 even without native bf16 (emulated: slow)")
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--device", default="cpu", help="cpu | cuda (a GPU has bf16; the peak is its matmul)")
@@ -176,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.quick:
         a.width, a.batch, a.iters, a.warmup, a.repeats, a.matmul_n, a.no_compile = 4, 8, 2, 1, 2, 256, True
+        a.peak_conv = (16, 8, 2)
     if a.threads:
         torch.set_num_threads(a.threads)
     info = machine()
@@ -189,11 +224,14 @@ def main(argv: list[str] | None = None) -> int:
         print("bf16: skipped (no avx512_bf16 / amx_bf16 on this CPU; --bf16 times it emulated)")
     macs = count_macs(create_model("resnet20", width=a.width), (3, 32, 32))
     step_flops = 2 * macs * 3  # per image: FLOPs = 2 x multiply-adds; forward + backward = 3 forwards
-    peaks = {"fp32": matmul_gflops(a.matmul_n, torch.float32, a.repeats, a.device)}
-    if bf16:
-        peaks["bf16"] = matmul_gflops(a.matmul_n, torch.bfloat16, a.repeats, a.device)
+    peaks, kernels = measured_peaks(matmul_n=a.matmul_n, conv=tuple(a.peak_conv), bf16=bf16, repeats=a.repeats,
+                                    device=a.device)
+    c, hw, b = a.peak_conv
     print(f"resnet20 (width {a.width}): {macs / 1e6:.1f}M multiply-adds per image, step {step_flops / 1e6:.0f} MFLOP "
-          f"per image; matmul peak ({a.matmul_n}^2): " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items()))
+          f"per image; peak = the faster of torch.mm {a.matmul_n}^2 and a 3x3 conv {c}ch {hw}x{hw} batch {b} "
+          "(channels_last, counted as direct): "
+          + "; ".join(f"{k} {peaks[k]:.1f} GFLOP/s (mm {v['matmul']:.1f}, conv {v['conv3x3']:.1f})"
+                      for k, v in kernels.items()))
     rates = time_variants(variants(bf16=bf16, compile=not a.no_compile), width=a.width, batch=a.batch,
                           iters=a.iters, warmup=a.warmup, repeats=a.repeats, device=a.device,
                           compile_mode=a.compile_mode)
@@ -204,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['variant']:<34}{r['img_s']:>9.1f}{r['ratio']:>9.2f}{r['gflop_s']:>9.1f}{r['of_peak']:>9.1%}"
               f"   {r['min_img_s']:.0f}-{r['max_img_s']:.0f}")
     if a.json:
-        Path(a.json).write_text(json.dumps({"machine": info, "peaks": peaks, "macs": macs, "rows": rows,
+        Path(a.json).write_text(json.dumps({"machine": info, "peaks": peaks, "peak_kernels": kernels, "macs": macs, "rows": rows,
                                             "batch": a.batch, "width": a.width}, indent=2))
     return 0
 

@@ -27,3 +27,20 @@ def test_peer_loop_trains_records_and_resumes(data_root, tmp_path):
     its = [line.split(",")[0] for line in (out / "metrics.csv").read_text().splitlines()[1:]]
     assert its == ["2", "4"]
     assert read_results(out / "peer_loop.csv")[-1]["iterations"] == "4"
+
+
+def test_reslearn_engine_records_its_row_beside_the_peer(data_root, tmp_path):
+    rec = tmp_path / "rec"
+    for engine, out in (("torchvision", "peer"), ("reslearn", "ours")):
+        r = run(data_root, tmp_path / out, "--iterations", "2", "--engine", engine, "--threads", "1",
+                "--record", str(rec))
+        assert r.returncode == 0, r.stderr
+    rows = read_results(rec / "peer_loop.csv")
+    assert [r["recipe"] for r in rows] == ["torchvision-loop", "cifar10"]  # one table, both loops
+    assert all(r["iterations"] == "2" and 0 <= float(r["test_err"]) <= 100 for r in rows)
+    assert (tmp_path / "ours" / "resnet20-seed0" / "final.json").is_file()
+
+
+def test_reslearn_engine_bad_config_is_one_line(data_root, tmp_path):
+    r = run(data_root, tmp_path / "ours", "--iterations", "2", "--engine", "reslearn", "--batch", "0")
+    assert r.returncode != 0 and "Traceback" not in r.stderr and r.stderr.strip().startswith("peer_loop:")

@@ -64,7 +64,9 @@ def test_quick_run_prints_ratios_and_peak(tmp_path, capsys):
     torch.set_num_threads(1)
     assert main(["--quick", "--threads", "1", "--json", str(tmp_path / "b.json")]) == 0
     out = capsys.readouterr().out
-    assert "flags:" in out and "matmul peak" in out and "eager fp32" in out
+    assert "flags:" in out and "peak = the faster of torch.mm" in out and "eager fp32" in out
     doc = json.loads((tmp_path / "b.json").read_text())
     assert doc["rows"][0]["variant"] == "eager fp32" and doc["rows"][0]["ratio"] == 1.0
     assert all(r["img_s"] > 0 and r["gflop_s"] > 0 for r in doc["rows"]) and doc["peaks"]["fp32"] > 0
+    kernels = doc["peak_kernels"]["fp32"]  # the peak is the faster of the two measured kernels
+    assert doc["peaks"]["fp32"] == max(kernels["matmul"], kernels["conv3x3"]) > 0
