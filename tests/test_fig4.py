@@ -26,6 +26,7 @@ from reslearn.engine.data import build_data
 from reslearn.engine.device import auto_threads, auto_workers
 from reslearn.engine.logging import Progress
 from reslearn.errors import ReslearnError
+from reslearn.results import read_results
 
 TINY = ["model.kwargs.width=4", "optim.batch_size=16", "train.progress=false", "train.tensorboard=false",
         "train.threads=1"]
@@ -217,3 +218,35 @@ def test_fig4_checks_everything_before_training(tiny, tmp_path, args, needle):
             tmp_path / "f", *args)
     assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "f" / "imagefolder").exists()
+
+
+def test_shortcuts_table3_shares_option_b_with_fig4(tiny, tmp_path):
+    out = tmp_path / "fig4"
+    budget = ["--recipe", "imagenet64", "--iterations", "4", "--train-subset", "64", "--test-subset", "32",
+              "--out", out, "--set", *TINY]
+    r = cli("reproduce", "shortcuts", "--imagefolder", tiny, *budget, "--record", tmp_path / "rec")
+    assert r.returncode == 0, r.stderr
+    assert "Table 3" in r.stdout and "25.03 / 7.76" in r.stdout  # the paper's option-A figures beside ours
+    res = json.loads((out / "table3.json").read_text())
+    assert [row["shortcut"] for row in res["rows"]] == ["A", "B", "C"]
+    params = [row["params"] for row in res["rows"]]
+    assert params[0] < params[1] < params[2]  # A adds no parameters, B projects where dims grow, C everywhere
+    for option, folder in (("A", "shortcut-A"), ("C", "shortcut-C")):
+        assert f"shortcut: {option}" in (out / folder / "resnet34-seed0" / "config.yaml").read_text()
+    assert "shortcut" not in (out / "imagefolder" / "resnet34-seed0" / "config.yaml").read_text()  # B: the default
+    rows = read_results(tmp_path / "rec" / "table3.csv")
+    assert [row["recipe"] for row in rows] == [f"imagenet64 shortcut {o}" for o in "ABC"]
+    assert all(row["model"] == "resnet34" and 0 <= float(row["test_err"]) <= 100 for row in rows)
+    # Fig. 4 with the same --out and budget trains its other three nets and reuses B's ResNet-34
+    stamp = (out / "imagefolder" / "resnet34-seed0" / "final.json").stat().st_mtime_ns
+    r = cli("reproduce", "fig4", "--imagefolder", tiny, *budget)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("it 4/4 (100%)") == 3, r.stderr
+    assert (out / "imagefolder" / "resnet34-seed0" / "final.json").stat().st_mtime_ns == stamp
+
+
+def test_shortcuts_refuses_jobs_and_missing_folders(tmp_path):
+    for args, needle in ((["--imagefolder", tmp_path / "none"], "no such folder"),
+                         (["--imagefolder", tmp_path, "--jobs", "2"], "one after the other")):
+        r = cli("reproduce", "shortcuts", "--recipe", "imagenet64", "--out", tmp_path / "o", *args)
+        assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -416,6 +416,18 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--seed", type=int, default=0)
     _add_budget(f, full="the recipe's (imagenet: 600k, imagenet64: 11,719)")
     f.set_defaults(func=_cmd_fig4)
+    sc = ex.add_parser("shortcuts", help="ResNet-34's shortcut options A/B/C on an ImageFolder set (Table 3)",
+                       description="Train ResNet-34 with shortcut option A (zero-padding), B (projections where "
+                       "the dimensions increase; the default) and C (projections everywhere) with one recipe, "
+                       "seed and budget; print their errors beside the paper's Table 3. B's run is the one "
+                       "`reproduce fig4` trains: with the same --out and budget the two share it.",
+                       epilog="example: reslearn reproduce shortcuts --imagefolder .data/tiny-imagenet-50 "
+                       "--recipe imagenet64 --iterations 400 --out runs/fig4")
+    sc.add_argument("--imagefolder", required=True, metavar="DIR", help="the ImageFolder root")
+    sc.add_argument("--recipe", default="imagenet", help="imagenet or imagenet64; default: %(default)s")
+    sc.add_argument("--seed", type=int, default=0)
+    _add_budget(sc, full="the recipe's (imagenet: 600k, imagenet64: 11,719)")
+    sc.set_defaults(func=_cmd_shortcuts)
     t = ex.add_parser("cifar-table", help="the Table 6 ladder, 20-1202 layers, errors beside the paper's")
     t.add_argument("--depths", type=int, nargs="+", default=[20, 32, 44, 56, 110, 1202])
     t.add_argument("--seeds", type=int, default=1, help="runs per depth: mean +- std (the paper: best of 5 for 110)")
@@ -444,6 +456,19 @@ def _cmd_fig4(args: argparse.Namespace) -> int:
              jobs=args.jobs, record=args.record)
     print(format_degradation(r))
     print(f"figure: {r['figure']}")
+    return 0
+
+
+def _cmd_shortcuts(args: argparse.Namespace) -> int:
+    from .reproduce import format_shortcuts, shortcuts
+
+    if args.jobs != 1:
+        raise ReslearnError("reproduce shortcuts trains its nets one after the other: give train.threads "
+                            "with --set instead of --jobs")
+    rows = shortcuts(args.imagefolder, recipe=args.recipe, iterations=args.iterations,
+                     train_subset=args.train_subset, test_subset=args.test_subset, seed=args.seed,
+                     out=args.out or "runs/fig4", overrides=args.overrides, record=args.record)
+    print(format_shortcuts(rows))
     return 0
 
 

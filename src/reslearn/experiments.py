@@ -17,10 +17,12 @@ from .plotting import plot_runs
 from .registry import model_info
 from .results import record_runs, run_row
 
-__all__ = ["compare", "plan_runs", "check_same_run", "format_table"]
+__all__ = ["compare", "plan_runs", "run_one", "check_same_run", "format_table"]
 
 
-def _run_one(cfg: Config, run_dir: Path) -> dict[str, Any]:
+def run_one(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    """Train ``cfg`` in ``run_dir`` (resuming its last checkpoint), or, when the folder already
+    holds this run finished, return its ``final.json``; a folder holding another run is refused."""
     check_same_run(cfg, run_dir)
     final = run_dir / "final.json"
     if final.is_file():  # done already: resumable experiments skip finished nets
@@ -107,7 +109,7 @@ def compare(models: Sequence[str], *, recipe: str | None, overrides: Sequence[st
     for r in plan:
         if r.seed == seeds[0]:
             results[r.name] = []
-        results[r.name].append(_run_one(r.cfg, r.run_dir))
+        results[r.name].append(run_one(r.cfg, r.run_dir))
     firsts = [r for r in plan if r.seed == seeds[0]]
     if figure:
         plot_runs([r.run_dir for r in firsts], out / "curves.png", labels=[r.name for r in firsts], title=title)

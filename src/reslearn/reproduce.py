@@ -4,6 +4,7 @@
   plain-18/34 vs ResNet-18/34 on an ImageFolder data set (Fig. 4).
 - ``fig4``: Fig. 4 on its own, with no CIFAR-10 (e.g. Tiny ImageNet with the imagenet64 recipe).
 - ``cifar_table``: the Table 6 ladder (20 ... 1202 layers) with the paper's errors beside ours.
+- ``shortcuts``: ResNet-34's shortcut options A, B and C on an ImageFolder set (Table 3).
 
 Every net of an experiment is trained with the same recipe and seed; budgets (iterations, data
 subset) scale the paper's schedule, keeping its shape (lr /10 at 50% and 75% of the iterations,
@@ -19,11 +20,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import ReslearnError
-from .experiments import compare, format_table, plan_runs
+from .experiments import compare, format_table, plan_runs, run_one
 from .models.cifar_resnet import TABLE6_ERROR
 from .results import record_runs, run_row
 
-__all__ = ["budget_overrides", "degradation", "fig4", "cifar_table", "PAPER_TABLE6_PARAMS", "degradation_finding",
+__all__ = ["budget_overrides", "degradation", "fig4", "cifar_table", "shortcuts", "PAPER_TABLE3", "PAPER_TABLE6_PARAMS", "degradation_finding",
            "result_rows", "record_rows", "two_panel_figure", "format_finding"]
 
 # Table 6's parameter column (millions), the paper's figures.
@@ -137,10 +138,14 @@ class _Half:
         return {"rows": rows, "finding": degradation_finding(rows, self.depths), "figure": str(figure)}
 
 
-def _fig4_half(imagefolder: str, recipe: str, overrides: Sequence[str]) -> _Half:
+def _check_imagefolder(imagefolder: str) -> None:
     if not Path(imagefolder).expanduser().is_dir():  # before any net trains, as plan_runs' checks
         raise ReslearnError(f"--imagefolder {imagefolder}: no such folder (expected DIR/train/<class>/*, "
                             "DIR/val/<class>/*)")
+
+
+def _fig4_half(imagefolder: str, recipe: str, overrides: Sequence[str]) -> _Half:
+    _check_imagefolder(imagefolder)
     return _Half("imagefolder", "fig4", (18, 34), recipe, list(overrides),
                  "ImageFolder (He et al. 2016, Fig. 4): thin = training error, bold = val error")
 
@@ -191,6 +196,58 @@ def fig4(imagefolder: str, *, recipe: str = "imagenet", iterations: int | None =
     budget = budget_overrides(iterations, train_subset, test_subset) + list(overrides) + [f"data.root={imagefolder}"]
     return _run_halves([_fig4_half(imagefolder, recipe, budget)], Path(out), seed=seed, jobs=jobs, record=record,
                        name="fig4")
+
+
+# He et al. 2016 Table 3: ResNet-34 with each shortcut option, 10-crop top-1 / top-5 validation
+# error (%) on ImageNet. A: zero-padding shortcuts for increasing dimensions, all parameter-free;
+# B: projections for increasing dimensions, identity elsewhere; C: projections everywhere.
+PAPER_TABLE3 = {"A": (25.03, 7.76), "B": (24.52, 7.46), "C": (24.19, 7.40)}
+
+
+def shortcuts(imagefolder: str, *, recipe: str = "imagenet", iterations: int | None = None, train_subset: int = 0,
+              test_subset: int = 0, seed: int = 0, out: str | Path = "runs/fig4", overrides: Sequence[str] = (),
+              record: str | Path | None = None) -> list[dict[str, Any]]:
+    """Table 3: ResNet-34 with shortcut options A, B and C (Sec. 3.3), one recipe, seed and budget
+    (as :func:`fig4`), on the ImageFolder set ``imagefolder``; the paper's errors beside ours.
+
+    B is the ImageNet ResNets' default, so its run is the one :func:`fig4` trains for its ResNet-34:
+    it lives in ``out/imagefolder/``, and with fig4's ``out`` and budget the two experiments share
+    it (trained once, skipped by whichever comes second). A and C train in ``out/shortcut-A/`` and
+    ``out/shortcut-C/``, one after the other. Results rows (experiment ``table3``, recipe
+    ``<recipe> shortcut <option>``) go to ``out/table3.csv`` (and ``record``)."""
+    from .summary import summarize
+
+    _check_imagefolder(imagefolder)
+    out = Path(out)
+    budget = budget_overrides(iterations, train_subset, test_subset) + list(overrides) + [f"data.root={imagefolder}"]
+    folders = {"A": out / "shortcut-A", "B": out / "imagefolder", "C": out / "shortcut-C"}
+    plans = {o: plan_runs(["resnet34"], recipe=recipe, overrides=budget + ([] if o == "B" else
+                          [f"model.kwargs.shortcut={o}"]), out_dir=folders[o], seeds=[seed])[0] for o in folders}
+    rows, records = [], []
+    for option, run in plans.items():  # every config was checked above, before the first trains
+        final = run_one(run.cfg, run.run_dir)
+        train_err = train_error_window(run.run_dir)
+        records.append(run_row(run.run_dir, experiment="table3", recipe=f"{Path(recipe).stem} shortcut {option}",
+                               train_err=train_err))
+        rows.append({"shortcut": option, "params": summarize("resnet34", shortcut=option).params,
+                     "train_err": train_err, "val_err": float(final.get("test", {}).get("top1_err", float("nan"))),
+                     "val_top5_err": float(final.get("test", {}).get("top5_err", float("nan"))),
+                     "paper_top1": PAPER_TABLE3[option][0], "paper_top5": PAPER_TABLE3[option][1],
+                     "run": str(run.run_dir)})
+    record_rows(records, out, record)
+    (out / "table3.json").write_text(json.dumps({"rows": rows, "budget": budget}, indent=2))
+    return rows
+
+
+def format_shortcuts(rows: list[dict[str, Any]]) -> str:
+    view = [{**r, "params_s": f"{r['params']:,}", "train": f"{r['train_err']:.2f}", "val": f"{r['val_err']:.2f}",
+             "top5": f"{r['val_top5_err']:.2f}", "paper": f"{r['paper_top1']:.2f} / {r['paper_top5']:.2f}"}
+            for r in rows]
+    return ("ResNet-34 shortcut options (He et al. 2016, Table 3); training error over the last "
+            f"{WINDOW_FRACTION:.0%} of the iterations, final val error (centre crop), %\n"
+            + format_table(view, [("shortcut", "shortcut"), ("params", "params_s"), ("train err", "train"),
+                                  ("val top-1", "val"), ("val top-5", "top5"),
+                                  ("paper top-1 / top-5 (10-crop, ImageNet)", "paper")]))
 
 
 # The verdicts compare training error (the thin curves of Fig. 4 and Fig. 6, where the paper
