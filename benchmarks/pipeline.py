@@ -75,8 +75,9 @@ def timed(batches, step, iters, warmup, device):
 
 
 def no_step(x, y):
-    # Data only: touch the batch so lazy work (device copies) is not skipped.
-    return x.view(-1)[0]
+    # Data only: touch the batch so lazy work (device copies) is not skipped. One element by
+    # index: a view(-1) fails on channels_last batches (--ours-step channels_last / bf16).
+    return x[(0,) * x.dim()]
 
 
 MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))  # the usual per-channel statistics
