@@ -383,6 +383,15 @@ def _add_budget(p: argparse.ArgumentParser, full: str = "the paper's full 64k") 
                    "(docs/results holds the rows the docs cite)")
 
 
+def _add_imagefolder_experiment(p: argparse.ArgumentParser) -> None:
+    """The flags of the ImageNet experiments (fig4, shortcuts): data, recipe, seed, budget."""
+    p.add_argument("--imagefolder", required=True, metavar="DIR", help="the ImageFolder root")
+    p.add_argument("--recipe", default="imagenet", help="imagenet (the paper's 224 crops) or imagenet64 "
+                   "(56 crops of 64x64 images, e.g. Tiny ImageNet); default: %(default)s")
+    p.add_argument("--seed", type=int, default=0)
+    _add_budget(p, full="the recipe's (imagenet: 600k, imagenet64: 11,719)")
+
+
 @subcommand
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reproduce", help="re-run an experiment of He et al. 2016",
@@ -410,11 +419,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
                       "imagenet divides on plateaus).",
                       epilog="example: reslearn reproduce fig4 --imagefolder .data/tiny-imagenet-50 "
                       "--recipe imagenet64 --iterations 400")
-    f.add_argument("--imagefolder", required=True, metavar="DIR", help="the ImageFolder root")
-    f.add_argument("--recipe", default="imagenet", help="imagenet (the paper's 224 crops) or imagenet64 "
-                   "(56 crops of 64x64 images, e.g. Tiny ImageNet); default: %(default)s")
-    f.add_argument("--seed", type=int, default=0)
-    _add_budget(f, full="the recipe's (imagenet: 600k, imagenet64: 11,719)")
+    _add_imagefolder_experiment(f)
     f.set_defaults(func=_cmd_fig4)
     sc = ex.add_parser("shortcuts", help="ResNet-34's shortcut options A/B/C on an ImageFolder set (Table 3)",
                        description="Train ResNet-34 with shortcut option A (zero-padding), B (projections where "
@@ -423,10 +428,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
                        "`reproduce fig4` trains: with the same --out and budget the two share it.",
                        epilog="example: reslearn reproduce shortcuts --imagefolder .data/tiny-imagenet-50 "
                        "--recipe imagenet64 --iterations 400 --out runs/fig4")
-    sc.add_argument("--imagefolder", required=True, metavar="DIR", help="the ImageFolder root")
-    sc.add_argument("--recipe", default="imagenet", help="imagenet or imagenet64; default: %(default)s")
-    sc.add_argument("--seed", type=int, default=0)
-    _add_budget(sc, full="the recipe's (imagenet: 600k, imagenet64: 11,719)")
+    _add_imagefolder_experiment(sc)
     sc.set_defaults(func=_cmd_shortcuts)
     t = ex.add_parser("cifar-table", help="the Table 6 ladder, 20-1202 layers, errors beside the paper's")
     t.add_argument("--depths", type=int, nargs="+", default=[20, 32, 44, 56, 110, 1202])
