@@ -51,9 +51,7 @@ def main() -> None:
     entry = {"model": row["model"], "tag": args.tag, "file": name, "sha256": sha, "data": row["data"],
              "recipe": row["recipe"], "iterations": int(row["iterations"]), "seed": int(row["seed"]),
              "test_err": float(row["test_err"]), "paper_test_err": args.paper_err, "commit": row["commit"],
-             "results": f"docs/results/{args.experiment}.csv",
-             # only weights within 0.5 points of the paper become a model's default (pretrained=True)
-             "reproduced": args.paper_err is not None and abs(float(row["test_err"]) - args.paper_err) <= 0.5}
+             "results": f"docs/results/{args.experiment}.csv"}
     index_path = WEIGHTS / "index.json"
     index = json.loads(index_path.read_text())
     old = [e for e in index["weights"] if (e["model"], e["tag"]) == (entry["model"], entry["tag"])]

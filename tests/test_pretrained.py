@@ -69,11 +69,19 @@ def fake_index(tmp_path, monkeypatch):
     save_tensors(tmp_path / "resnet20-t.safetensors", dict(net.state_dict()), doc)
     sha = W.sha256_file(tmp_path / "resnet20-t.safetensors")
     entry = {"model": "resnet20", "tag": "t", "file": "resnet20-t.safetensors", "sha256": sha, "data": "cifar10",
-             "recipe": "cifar10", "iterations": 10, "seed": 0, "test_err": 90.0, "paper_test_err": 8.75,
-             "commit": "0" * 40, "results": "docs/results/none.csv", "reproduced": True}
+             "recipe": "cifar10", "iterations": 10, "seed": 0, "test_err": 8.9, "paper_test_err": 8.75,
+             "commit": "0" * 40, "results": "docs/results/none.csv"}  # within 0.5 points: the default
     (tmp_path / "index.json").write_text(json.dumps({"weights": [entry]}))
     monkeypatch.setattr(W, "WEIGHTS_DIR", tmp_path)
     return tmp_path, net
+
+
+def set_test_err(folder, err):
+    """Change the fake entry's recorded error (whether it reproduces the paper follows from it)."""
+    index = json.loads((folder / "index.json").read_text())
+    index["weights"][0]["test_err"] = err
+    (folder / "index.json").write_text(json.dumps(index))
+    W._read_index.cache_clear()
 
 
 def test_pretrained_loads_the_registered_file(fake_index):
@@ -87,10 +95,7 @@ def test_pretrained_loads_the_registered_file(fake_index):
 
 def test_default_is_only_weights_that_reproduce_the_paper(fake_index):
     folder, net = fake_index
-    index = json.loads((folder / "index.json").read_text())
-    index["weights"][0]["reproduced"] = False
-    (folder / "index.json").write_text(json.dumps(index))
-    W._read_index.cache_clear()
+    set_test_err(folder, 90.0)  # 81 points from the paper's
     with pytest.raises(ValueError, match=r"no pretrained weights that reproduce the paper yet.*'t' \(90.00% test error"):
         reslearn.create_model("resnet20", pretrained=True)
     with pytest.raises(ReslearnError, match="reproduce the paper"):
@@ -138,6 +143,7 @@ def test_arguments_that_contradict_the_weights(fake_index):
 def test_cli_lists_pretrained(fake_index, capsys):
     from reslearn.cli import main
 
+    set_test_err(fake_index[0], 90.0)
     assert main(["models", "--pretrained"]) == 0
     line = capsys.readouterr().out.splitlines()[1].split()
     assert line[0] == "pretrained:resnet20/t" and line[-3:-1] == ["90.00", "8.75"]

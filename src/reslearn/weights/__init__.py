@@ -28,6 +28,8 @@ from ..errors import ReslearnError
 __all__ = ["PretrainedWeights", "list_pretrained", "pretrained_entry", "pretrained_path", "sha256_file", "PREFIX"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
+# The issues' target for a reproduced number (e.g. Table 6: "within +-0.5 points of the paper").
+REPRODUCED_WITHIN = 0.5
 PREFIX = "pretrained:"  # weights arguments of the CLI: pretrained:resnet20 or pretrained:resnet20/TAG
 
 
@@ -47,7 +49,11 @@ class PretrainedWeights:
     paper_test_err: float | None
     commit: str
     results: str  # the results CSV holding the run's row
-    reproduced: bool = False  # test_err within 0.5 points of the paper's: only then a model's default
+
+    @property
+    def reproduced(self) -> bool:
+        """``test_err`` within REPRODUCED_WITHIN points of the paper's: only then a model's default."""
+        return self.paper_test_err is not None and abs(self.test_err - self.paper_test_err) <= REPRODUCED_WITHIN
 
     @property
     def path(self) -> Path:
