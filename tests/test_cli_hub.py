@@ -31,8 +31,10 @@ def test_cli_errors_are_one_line(capsys):
     assert "variant must be one of" in capsys.readouterr().err
 
 
-def test_console_script_help():
-    out = subprocess.run([sys.executable, "-m", "reslearn.cli", "--help"], capture_output=True, text=True)
+@pytest.mark.parametrize("module", ["reslearn.cli", "reslearn"])
+def test_console_script_help(module):
+    """``python -m reslearn`` (and the cli module) give the ``reslearn`` script's command line."""
+    out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "summary" in out.stdout and "models" in out.stdout
 
 

@@ -242,6 +242,14 @@ def test_compare_records_one_row_per_seed(cifar_root, tmp_path):
     compare(["resnet20"], recipe="cifar10_fast", overrides=over, out_dir=tmp_path / "runs", seeds=[0, 1],
             record=tmp_path / "results")
     rows = read_results(tmp_path / "results" / "cifar10_fast.csv")
+    # the tiny run's recipe column names what it changed (not the data root or the logging)
+    label = ("cifar10_fast data.test_subset=128 data.train_subset=256 model.kwargs.width=4 optim.batch_size=32"
+             " train.deterministic=true")
     assert [(r["experiment"], r["model"], r["recipe"], r["seed"], r["iterations"]) for r in rows] == [
-        ("cifar10_fast", "resnet20", "cifar10_fast", "0", "8"), ("cifar10_fast", "resnet20", "cifar10_fast", "1", "8")]
+        ("cifar10_fast", "resnet20", label, "0", "8"), ("cifar10_fast", "resnet20", label, "1", "8")]
     assert float(rows[0]["epochs"]) == 1.0 and all(0 <= float(r["test_err"]) <= 100 for r in rows)
+    # a run with another override (bf16) adds its own rows instead of replacing these
+    compare(["resnet20"], recipe="cifar10_fast", overrides=over + ["train.amp=bf16"], out_dir=tmp_path / "bf16",
+            seeds=[0], record=tmp_path / "results")
+    rows = read_results(tmp_path / "results" / "cifar10_fast.csv")
+    assert [r["recipe"] for r in rows] == [label, label, label.replace(" train.det", " train.amp=bf16 train.det")]

@@ -17,7 +17,7 @@ from .plotting import plot_runs
 from .registry import model_info
 from .results import record_runs, run_row
 
-__all__ = ["compare", "plan_runs", "run_one", "check_same_run", "format_table"]
+__all__ = ["compare", "plan_runs", "run_one", "check_same_run", "format_table", "recipe_label"]
 
 
 def run_one(cfg: Config, run_dir: Path) -> dict[str, Any]:
@@ -116,8 +116,25 @@ def compare(models: Sequence[str], *, recipe: str | None, overrides: Sequence[st
     (out / "results.json").write_text(json.dumps(results, indent=2))
     if record:
         name = Path(recipe).stem if recipe else "compare"
-        record_runs([run_row(r.run_dir, experiment=name, recipe=name) for r in plan], record)
+        label = recipe_label(name, overrides)
+        record_runs([run_row(r.run_dir, experiment=name, recipe=label) for r in plan], record)
     return results
+
+
+# Overrides that say where a run reads and writes or how it reports, not what it trains; or
+# that a results row already holds in its own column (model, seed, iterations).
+_NOT_IN_LABEL = ("data.root", "data.download", "model.name", "train.seed", "schedule.iterations",
+                 "train.progress", "train.tensorboard", "train.log_every", "train.eval_every",
+                 "train.checkpoint_every", "train.keep_last", "train.out_dir", "train.run_name",
+                 "train.threads")
+
+
+def recipe_label(name: str, overrides: Sequence[str]) -> str:
+    """The ``recipe`` column of a compare run's results row: the recipe's name followed by the
+    overrides that change what was trained (``cifar10_fast train.amp=bf16``), so a run with
+    overrides never replaces the plain recipe's row with the same key."""
+    kept = sorted(o for o in overrides if o.split("=", 1)[0] not in _NOT_IN_LABEL)
+    return " ".join([name, *kept])
 
 
 def summarize_runs(results: dict[str, Any], *, split: str = "test") -> list[dict[str, Any]]:
