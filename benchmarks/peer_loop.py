@@ -19,7 +19,8 @@ read back with ``torch.load(weights_only=True)``), so ``--resume`` continues an 
 ``--engine reslearn`` trains the same budget with ``reslearn train --recipe cifar10`` (the paper's
 schedule shrunk to ``--iterations`` as ``reslearn reproduce cifar-table --iterations`` does: lr
 /10 at 50% and 75%) in ``--out``, and records its row in the same file (recipe ``cifar10``), so
-the two loops' errors at one budget sit side by side in one table.
+the two loops' errors at one budget sit side by side in one table. ``--data-label`` names the
+copy in the row's ``data`` column, for a run on another copy of the images (benchmarks/jpeg_copy.py).
 
     python benchmarks/peer_loop.py --data .data --iterations 64000 --out runs/peer_r20 \
         --record docs/results
@@ -84,12 +85,16 @@ def reslearn_engine(args) -> dict:
         f"train.channels_last={str(args.channels_last).lower()}", f"train.eval_every={args.eval_every}",
         f"train.checkpoint_every={args.checkpoint_every}"]
     compare([args.model], recipe="cifar10", overrides=overrides, out_dir=args.out, seeds=[args.seed], figure=False)
-    return run_row(args.out / f"{args.model}-seed{args.seed}", experiment="peer_loop", recipe="cifar10")
+    row = run_row(args.out / f"{args.model}-seed{args.seed}", experiment="peer_loop", recipe="cifar10")
+    return {**row, "data": args.data_label}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=".data", help="folder holding cifar-10-batches-py/")
+    ap.add_argument("--data-label", default="cifar10",
+                    help="the row's data column: name another copy (e.g. benchmarks/jpeg_copy.py's) so its row "
+                         "does not replace the shared copy's")
     ap.add_argument("--model", default="resnet20")
     ap.add_argument("--iterations", type=int, default=64000)
     ap.add_argument("--batch", type=int, default=128)
@@ -174,7 +179,7 @@ def main() -> None:
             if it >= args.iterations:
                 break
     log.close()
-    row = {"experiment": "peer_loop", "model": args.model, "recipe": "torchvision-loop", "data": "cifar10",
+    row = {"experiment": "peer_loop", "model": args.model, "recipe": "torchvision-loop", "data": args.data_label,
            "iterations": it, "epochs": round(it * args.batch / len(train_loader.dataset), 3), "seed": args.seed,
            "train_err": round(window[0], 2), "test_err": round(window[1], 2), "device": "cpu",
            "machine": machine_description("cpu"), "commit": git_commit(), "wall_s": round(time.perf_counter() - t0)}
