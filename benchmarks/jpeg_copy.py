@@ -77,15 +77,20 @@ def channel_stats(images: np.ndarray) -> dict[str, list[float]]:
             "std": [round(float(v), 5) for v in x.std(axis=(0, 2, 3))]}
 
 
-def write_batch(path: Path, images: np.ndarray, labels: np.ndarray, name: str) -> None:
-    """One batch in the official python layout (R, G and B planes per row), written atomically.
-    Our own data, read back with reslearn's restricted unpickler, never plain ``pickle.load``."""
-    d = {"batch_label": name, "labels": [int(v) for v in labels], "data": images.reshape(len(images), -1),
-         "filenames": [f"{name}_{i:05d}.png" for i in range(len(images))]}
+def write_pickle(path: Path, obj: dict) -> None:
+    """A file of the official python layout, written atomically. Our own data, read back with
+    reslearn's restricted unpickler, never plain ``pickle.load``."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
-        pickle.dump(d, f, protocol=2)
+        pickle.dump(obj, f, protocol=2)
     os.replace(tmp, path)
+
+
+def write_batch(path: Path, images: np.ndarray, labels: np.ndarray, name: str) -> None:
+    """One batch: R, G and B planes per row, as the official release."""
+    write_pickle(path, {"batch_label": name, "labels": [int(v) for v in labels],
+                        "data": images.reshape(len(images), -1),
+                        "filenames": [f"{name}_{i:05d}.png" for i in range(len(images))]})
 
 
 def make_copy(data: Path, out: Path, *, quality: int, subsampling: str, shift: int,
@@ -106,11 +111,8 @@ def make_copy(data: Path, out: Path, *, quality: int, subsampling: str, shift: i
             write_batch(folder / name, z[k * size:(k + 1) * size], y[k * size:(k + 1) * size], name)
         report[split] = {"images": len(z), "psnr_db": round(psnr(x, z), 2), "before": channel_stats(x),
                          "after": channel_stats(z)}
-    tmp = folder / ".batches.meta.tmp"
-    with open(tmp, "wb") as f:
-        pickle.dump({"label_names": list(train.classes), "num_cases_per_batch": PER_BATCH, "num_vis": 3072}, f,
-                    protocol=2)
-    os.replace(tmp, folder / "batches.meta")
+    write_pickle(folder / "batches.meta", {"label_names": list(train.classes), "num_cases_per_batch": PER_BATCH,
+                                           "num_vis": 3072})
     (out / "jpeg_copy.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
