@@ -317,14 +317,18 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="train several models with one recipe, errors side by side",
                        epilog="example: reslearn compare resnet20 plain20 --recipe cifar10_quick")
-    p.add_argument("models", nargs="+")
-    p.add_argument("--recipe", "-r", default="cifar10_quick")
-    p.add_argument("--out", "-o", default="runs/compare")
+    p.add_argument("models", nargs="+", help="registered model names (reslearn models lists them)")
+    p.add_argument("--recipe", "-r", default="cifar10_quick", help="recipe name or YAML file (default: cifar10_quick)")
+    p.add_argument("--out", "-o", default="runs/compare", help="one run folder per model and seed under OUT; "
+                   "finished runs are skipped and interrupted ones resumed (default: runs/compare)")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per model (mean +- std)")
     p.add_argument("--jobs", "-j", type=int, default=1, help="train this many models at once")
     p.add_argument("--record", metavar="DIR", help="also add one results row per run to DIR/<recipe>.csv "
                    "(e.g. docs/results)")
-    p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="key=value")
+    p.add_argument("--data-label", metavar="NAME", help="the rows' data column (default: data.name); name another "
+                   "copy of the data (data.root=...) so its rows do not replace the default copy's")
+    p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="key=value",
+                   help="config overrides, after the recipe (e.g. train.amp=bf16)")
     p.set_defaults(func=_cmd_compare)
 
 
@@ -332,7 +336,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from .experiments import compare, format_table, summarize_runs
 
     res = compare(args.models, recipe=args.recipe, overrides=args.overrides, out_dir=args.out,
-                  seeds=range(args.seeds), jobs=args.jobs, record=args.record)
+                  seeds=range(args.seeds), jobs=args.jobs, record=args.record,
+                  data_label=args.data_label)
     rows = summarize_runs(res)
     print(format_table(rows, [("model", "model"), ("test error %", "err_mean"), ("std", "err_std"), ("seeds", "seeds")]))
     print(f"curves: {Path(args.out) / 'curves.png'}")

@@ -94,12 +94,14 @@ def _train_args(recipe: str | None, overrides: Sequence[str], run: PlannedRun) -
 
 def compare(models: Sequence[str], *, recipe: str | None, overrides: Sequence[str], out_dir: str | Path,
             seeds: Sequence[int] = (0,), title: str | None = None, jobs: int = 1,
-            record: str | Path | None = None, figure: bool = True) -> dict[str, Any]:
+            record: str | Path | None = None, figure: bool = True, data_label: str | None = None) -> dict[str, Any]:
     """Train each of ``models`` with the same recipe, overrides and seeds under ``out_dir``
     (``jobs`` runs at a time); write ``results.json`` and (unless ``figure`` is False, for callers
     that draw their own) ``curves.png``; return per-model results.
     ``record``: also one results row per run in ``record/<recipe name>.csv`` (the experiment is
-    the recipe, e.g. docs/results/cifar10_fast.csv)."""
+    the recipe, e.g. docs/results/cifar10_fast.csv); ``data_label`` replaces the rows' data
+    column (the data set's name), for runs on another copy of it (``data.root``), which the
+    recipe column leaves out."""
     out = Path(out_dir)
     plan = plan_runs(models, recipe=recipe, overrides=overrides, out_dir=out, seeds=seeds)
     if jobs > 1:
@@ -117,7 +119,8 @@ def compare(models: Sequence[str], *, recipe: str | None, overrides: Sequence[st
     if record:
         name = Path(recipe).stem if recipe else "compare"
         label = recipe_label(name, overrides)
-        record_runs([run_row(r.run_dir, experiment=name, recipe=label) for r in plan], record)
+        rows = [run_row(r.run_dir, experiment=name, recipe=label) for r in plan]
+        record_runs([{**row, "data": data_label} if data_label else row for row in rows], record)
     return results
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "conv3x3",
     "make_shortcut",
     "he_init",
+    "Describable",
     "describe_module",
 ]
 
@@ -73,7 +74,17 @@ def make_shortcut(kind: str, in_ch: int, out_ch: int, stride: int) -> nn.Module 
     return nn.Sequential(conv1x1(in_ch, out_ch, stride), nn.BatchNorm2d(out_ch))
 
 
-class BasicBlock(nn.Module):
+class Describable:
+    """A module that writes its own row of a paper-style layer table (``reslearn summary``):
+    ``describe`` returns the row's text, or one line per layer of a block (shown in brackets, as
+    the paper's tables show a block). A declared hook: ``describe_module`` asks for this base
+    class, not for an attribute that happens to exist."""
+
+    def describe(self) -> str | list[str]:
+        raise NotImplementedError(f"{type(self).__name__} declares Describable but has no describe()")
+
+
+class BasicBlock(nn.Module, Describable):
     """Two 3x3 convs (Fig. 5 left). ``residual=False`` gives the plain counterpart (no shortcut).
 
     BN follows each conv and precedes its ReLU; the second ReLU comes after the addition.
@@ -116,7 +127,7 @@ class BasicBlock(nn.Module):
         return [f"3x3, {self.conv1.out_channels}", f"3x3, {self.conv2.out_channels}"]
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(nn.Module, Describable):
     """1x1 (reduce), 3x3, 1x1 (restore, x4) convs (Fig. 5 right).
 
     ``stride_in_1x1=True`` is the paper's placement ("conv3_1, conv4_1, and conv5_1 with a stride
@@ -186,7 +197,7 @@ def he_init(model: nn.Module, *, zero_init_residual: bool = False) -> None:
             nn.init.zeros_(m.bias)
     if zero_init_residual:
         for m in model.modules():
-            if getattr(m, "residual", False) and isinstance(getattr(m, "last_bn", None), nn.BatchNorm2d):
+            if isinstance(m, (BasicBlock, Bottleneck)) and m.residual:
                 nn.init.zeros_(m.last_bn.weight)
 
 
@@ -197,11 +208,11 @@ def _kernel(k: int | tuple[int, ...]) -> str:
 
 def describe_module(module: nn.Module) -> str:
     """A short, paper-style text for one row of a layer table (used by ``reslearn summary``)."""
-    if hasattr(module, "describe") and not isinstance(module, nn.Sequential):
+    if isinstance(module, Describable):
         d = module.describe()
         return d if isinstance(d, str) else "[" + "; ".join(d) + "]"
     if isinstance(module, nn.Sequential) and len(module) and all(
-        hasattr(b, "describe") for b in module
+        isinstance(b, Describable) for b in module
     ):
         first = module[0].describe()
         inner = first if isinstance(first, str) else "[" + "; ".join(first) + "]"

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import ZeroPadShortcut, conv1x1, make_shortcut
+from .blocks import Describable, ZeroPadShortcut, conv1x1, make_shortcut
 from .gates import SigmoidGate
 
 __all__ = [
@@ -53,7 +53,7 @@ SHORTCUT_TYPES = (
 _GATED = ("exclusive_gating", "shortcut_only_gating")
 
 
-class BNReLU(nn.Module):
+class BNReLU(nn.Module, Describable):
     """BN then ReLU: the "extra activation right after [the last unit's] addition" (Sec. 4.1)."""
 
     def __init__(self, channels: int) -> None:
@@ -68,7 +68,7 @@ class BNReLU(nn.Module):
         return "BN, ReLU"
 
 
-class ResidualUnit(nn.Module):
+class ResidualUnit(nn.Module, Describable):
     """One Residual Unit with ``len(kernels)`` weight layers (subclasses fix the kernels).
 
     Args:

@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..layers import Describable
 from ..registry import register_model
 from .base import check_num_classes, check_positive
 from .resnet import _PARAMS, ResNet, _depth
@@ -59,7 +60,7 @@ def kv_weight(dtype: torch.dtype = torch.float32, device: Any = None) -> torch.T
     return (torch.tensor(KV_KERNEL, dtype=dtype, device=device) / KV_SCALE).view(1, 1, 5, 5)
 
 
-class HighPassFilter(nn.Module):
+class HighPassFilter(nn.Module, Describable):
     """The fixed 1@5x5 high-pass layer ("image processing layer") in front of DRN.
 
     The kernel is a *persistent buffer*, not a parameter: optimizers, weight decay and

@@ -27,7 +27,7 @@ import math
 import torch
 import torch.nn as nn
 
-from ..layers import SigmoidGate
+from ..layers import Describable, SigmoidGate
 from ..registry import register_model
 from .base import ClassifierModel, check_choice, check_num_classes, check_positive
 
@@ -74,7 +74,7 @@ def _spec(layer: nn.Module) -> str:
     return f"fc, {layer.out_features}"
 
 
-class PlainLayer(nn.Module):
+class PlainLayer(nn.Module, Describable):
     """A plain layer y = H(x, W_H) (Eq. 1): affine transform then the nonlinearity."""
 
     def __init__(self, layer: nn.Linear | nn.Conv2d, activation: str = "relu") -> None:
@@ -89,7 +89,7 @@ class PlainLayer(nn.Module):
         return _spec(self.layer)
 
 
-class HighwayLayer(nn.Module):
+class HighwayLayer(nn.Module, Describable):
     """y = H(x) * T(x) + x * C(x) with C = 1 - T (Eq. 3) or, ``carry_gate=True``, its own gate.
 
     Args:
@@ -132,7 +132,7 @@ class HighwayLayer(nn.Module):
         return f"highway {_spec(self.h.layer)}"
 
 
-class HighwayStage(nn.Module):
+class HighwayStage(nn.Module, Describable):
     """Dropout, a plain layer that sets the width, then ``depth`` highway layers of that width.
 
     A highway layer cannot change the dimensionality of x; the papers change it with plain

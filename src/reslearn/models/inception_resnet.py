@@ -43,7 +43,7 @@ from typing import NamedTuple, Sequence, Union
 import torch
 import torch.nn as nn
 
-from ..layers import he_init
+from ..layers import Describable, he_init
 from ..registry import register_model
 from .base import ClassifierModel, check_choice, check_num_classes, check_positive
 
@@ -339,7 +339,7 @@ def _grids(
 
 
 # --------------------------------------------------------------------------- modules
-class ConvBNReLU(nn.Module):
+class ConvBNReLU(nn.Module, Describable):
     """Conv (no bias: BN's shift replaces it) -> BN (eps 0.001) -> ReLU."""
 
     def __init__(self, in_ch: int, spec: Conv) -> None:
@@ -362,7 +362,7 @@ class ConvBNReLU(nn.Module):
         )
 
 
-class Concat(nn.Module):
+class Concat(nn.Module, Describable):
     """Parallel branches on one input, concatenated along channels ("Filter concat")."""
 
     def __init__(self, branches: Sequence[nn.Module]) -> None:
@@ -409,7 +409,7 @@ def _build(spec: Spec, in_ch: int) -> tuple[nn.Module, int]:
     raise TypeError(f"not a layer spec: {spec!r}")
 
 
-class InceptionBlock(nn.Module):
+class InceptionBlock(nn.Module, Describable):
     """One box of Fig. 9 / Fig. 15 built from its :class:`BlockSpec`.
 
     Plain blocks (stems, Inception-A/B/C, reductions) return their body's output. Residual blocks

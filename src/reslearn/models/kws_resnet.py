@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import conv3x3
+from ..layers import Describable, conv3x3
 from ..registry import register_model
 from .base import ClassifierModel, check_num_classes, check_positive
 
@@ -57,7 +57,7 @@ def _bn(maps: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(maps, affine=False)  # honk: no learned scale/shift
 
 
-class KWSBlock(nn.Module):
+class KWSBlock(nn.Module, Describable):
     """Two dilated 3x3 convolutions, each followed by ReLU then BN; the identity shortcut carries
     the previous residual sum, whose BN (``pre``) opens this block (none before the first)."""
 

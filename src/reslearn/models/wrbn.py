@@ -45,6 +45,7 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call
 
+from ..layers import Describable
 from ..registry import register_model
 from .base import ClassifierModel, check_choice, check_num_classes, check_positive
 
@@ -61,7 +62,7 @@ def _conv3x3(in_ch: int, out_ch: int, freq_stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, 3, stride=(freq_stride, 1), padding=1, bias=False)
 
 
-class WRBNBlock(nn.Module):
+class WRBNBlock(nn.Module, Describable):
     """BlockA (``projection=True``: 1x1 conv with stride S on the pre-activated input as the
     shortcut) or BlockB (identity): BN-ELU-Conv(3x3, S)-BN-ELU-Dropout-Conv(3x3, 1)."""
 
