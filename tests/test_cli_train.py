@@ -61,6 +61,12 @@ def test_eval_and_predict(trained, data_root):
 def test_plot_recipes_and_help(trained, tmp_path):
     r = run("plot", str(trained), str(trained), "-o", str(tmp_path / "c.png"))
     assert r.returncode == 0 and (tmp_path / "c.png").stat().st_size > 1000
+    r = run("plot", str(trained), str(trained), "-o", str(tmp_path / "l.png"), "--labels", "fp32", "bf16",
+            "--ylim", "0", "50")
+    assert r.returncode == 0 and (tmp_path / "l.png").stat().st_size > 1000
+    r = run("plot", str(trained), str(trained), "-o", str(tmp_path / "x.png"), "--labels", "one")
+    assert r.returncode == 2 and "--labels gives 1 labels for 2 run folders" in r.stderr
+    assert not (tmp_path / "x.png").exists()
     r = run("recipes")
     assert "cifar10_quick" in r.stdout and "Target" in r.stdout
     r = run("--help")

@@ -300,16 +300,23 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help="overlay the error curves of run folders",
                        description="Training error thin, test error bold, per iteration (the paper's style).")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--out", "-o", default="curves.png")
-    p.add_argument("--split", default="test", choices=["test", "val"])
+    p.add_argument("--out", "-o", default="curves.png", help="the PNG to write (default: curves.png)")
+    p.add_argument("--split", default="test", choices=["test", "val"], help="the evaluation split drawn bold")
     p.add_argument("--title")
+    p.add_argument("--labels", nargs="+", metavar="LABEL",
+                   help="one legend label per RUN_DIR (default: each folder's name)")
+    p.add_argument("--ylim", nargs=2, type=float, metavar=("LOW", "HIGH"), help="the error axis's range, in %%")
     p.set_defaults(func=_cmd_plot)
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
     from .plotting import plot_runs
 
-    print(plot_runs(args.runs, args.out, eval_split=args.split, title=args.title))
+    if args.labels and len(args.labels) != len(args.runs):
+        raise ReslearnError(f"--labels gives {len(args.labels)} labels for {len(args.runs)} run folders; "
+                            "give one per folder")
+    print(plot_runs(args.runs, args.out, labels=args.labels, eval_split=args.split, title=args.title,
+                    ylim=tuple(args.ylim) if args.ylim else None))
     return 0
 
 
