@@ -249,16 +249,19 @@ def runtimes(case: Case, exp: Exported, info: dict[str, Any], threads: int):
             return onnx_runner(exp.onnx(int8), threads=threads)
         return build
 
-    def ov(precision, int8=False):
+    def ov(precision, int8=False, streams=1):
         def build(batch):
             installed("openvino", "openvino")
             if int8:
                 installed("nncf", "openvino")
             if precision == "bf16" and not has_bf16(info):
                 raise Skip("this CPU has no bf16 units (avx512_bf16 / amx_bf16)")
+            if batch % streams or batch < streams:
+                raise Skip(f"a batch of {batch} does not split into {streams} streams")
             from reslearn.export import openvino_runner
 
-            return openvino_runner(exp.openvino(int8), precision=precision, threads=threads, batch=batch)
+            return openvino_runner(exp.openvino(int8), precision=precision, threads=threads, batch=batch,
+                                   streams=streams)
         return build
 
     size = (3, case.size, case.size)
@@ -281,6 +284,9 @@ def runtimes(case: Case, exp: Exported, info: dict[str, Any], threads: int):
         # the "reduced precision" line, int8 and bf16 together, each stated
         ("OpenVINO int8 (NNCF, rest bf16)", ov("bf16", int8=True)),
     ]
+    if threads > 1:  # throughput mode: one stream per thread, each call's batch split between them
+        rows += [(f"OpenVINO bf16, {threads} streams", ov("bf16", streams=threads)),
+                 (f"OpenVINO int8 (NNCF, rest f32), {threads} streams", ov("f32", int8=True, streams=threads))]
     return rows
 
 

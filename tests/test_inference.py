@@ -264,3 +264,23 @@ def test_export_errors_are_one_line(trained, tmp_path):
     assert r.returncode == 2 and "must end in .onnx" in r.stderr and "Traceback" not in r.stderr
     r = run("export", "resnet20", "-o", str(tmp_path / "m.onnx"), "--int8")
     assert r.returncode == 2 and "int8 needs calibration images" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_openvino_streams_split_the_batch_and_keep_its_order():
+    """Throughput mode (benchmarks/inference.py's "N streams" lines): the batch split across
+    streams gives the one-stream logits, image for image; an unsplittable batch is refused."""
+    from reslearn.export import openvino_model, openvino_runner
+
+    torch.manual_seed(0)
+    model = reslearn.create_model("resnet20", width=4).eval()
+    x = torch.randn(6, 3, 32, 32)
+    with torch.no_grad():
+        want = model(x)
+    om = openvino_model(model, x[:2])
+    one, prec = openvino_runner(om, precision="f32", threads=2, batch=6)
+    two, _ = openvino_runner(om, precision="f32", threads=2, batch=6, streams=2)
+    assert prec == "fp32 (19 convs)"
+    assert close(want, one(x), rtol=1e-4) and close(one(x), two(x), rtol=1e-5)
+    assert close(two(x.flip(0)), one(x).flip(0), rtol=1e-5)  # each part's logits in its place
+    with pytest.raises(ValueError, match="streams=2 needs a static batch divisible by it; got batch=5"):
+        openvino_runner(om, batch=5, streams=2)

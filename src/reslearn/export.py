@@ -17,6 +17,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 from .errors import ReslearnError
@@ -138,22 +139,40 @@ def _precision_label(counts: dict[str, int]) -> str:
 
 
 def openvino_runner(om_or_path, *, precision: str = "f32", threads: int | None = None,
-                    batch: int | None = None) -> tuple[Runner, str]:
+                    batch: int | None = None, streams: int = 1) -> tuple[Runner, str]:
     """A function from float inputs to logits through OpenVINO's CPU plugin with
     ``INFERENCE_PRECISION_HINT=precision`` (stated, because on CPUs with bf16 units the plugin's
-    default is bf16), one stream (``PERFORMANCE_HINT=LATENCY``), a static ``batch`` when given;
-    and the precisions the compiled model's convolutions really run in."""
+    default is bf16), a static ``batch`` when given, and the precisions the compiled model's
+    convolutions really run in. ``streams=1``: one stream (``PERFORMANCE_HINT=LATENCY``);
+    ``streams=N``: N streams sharing the threads, each call's batch split into N equal parts run
+    at once (OpenVINO's throughput mode, as its ``benchmark_app`` runs it), which a small net's
+    large batch can use better than one stream's threads synchronising on every layer."""
     ov = require("openvino", "openvino")
+    if streams < 1 or (streams > 1 and (not batch or batch % streams)):
+        raise ValueError(f"streams={streams} needs a static batch divisible by it; got batch={batch}")
     core = ov.Core()
     om = core.read_model(str(om_or_path)) if isinstance(om_or_path, (str, Path)) else om_or_path.clone()
     if batch:
-        om.reshape({0: ov.PartialShape([batch, *om.inputs[0].partial_shape[1:]])})
-    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+        om.reshape({0: ov.PartialShape([batch // streams, *om.inputs[0].partial_shape[1:]])})
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision}
+    config.update({"PERFORMANCE_HINT": "LATENCY"} if streams == 1 else {"NUM_STREAMS": streams})
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     compiled = core.compile_model(om, "CPU", config)
-    request = compiled.create_infer_request()
-    return (lambda x: torch.from_numpy(request.infer({0: x.numpy()})[0].copy())), _ov_precisions(compiled)
+    if streams == 1:
+        request = compiled.create_infer_request()
+        return (lambda x: torch.from_numpy(request.infer({0: x.numpy()})[0].copy())), _ov_precisions(compiled)
+    queue = ov.AsyncInferQueue(compiled, streams)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        out: list[Any] = [None] * streams
+        queue.set_callback(lambda req, i: out.__setitem__(i, req.get_output_tensor(0).data.copy()))
+        for i, part in enumerate(x.numpy().reshape(streams, -1, *x.shape[1:])):
+            queue.start_async({0: part}, i)
+        queue.wait_all()
+        return torch.from_numpy(np.concatenate(out))
+
+    return run, _ov_precisions(compiled)
 
 
 def _ov_precisions(compiled) -> str:
