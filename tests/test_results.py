@@ -46,3 +46,11 @@ def test_docs_results_tables_are_generated():
     for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         text = doc.read_text()
         assert update_docs(text, ROOT / "docs" / "results") == text, f"{doc.name} is stale: run `make readme`"
+
+
+def test_short_commit_keeps_the_dirty_mark():
+    from reslearn.results import short_commit
+
+    assert short_commit("253c11bc9dbbea552088ca9a243b80fa1aab2a7c") == "253c11b"
+    assert short_commit("253c11bc9dbbea552088ca9a243b80fa1aab2a7c-dirty") == "253c11b-dirty"
+    assert short_commit("") == ""

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Sequence
 
 from .system import cpu_flags
 
-__all__ = ["COLUMNS", "run_row", "record_runs", "read_results", "machine_description", "markdown_table",
+__all__ = ["COLUMNS", "run_row", "short_commit", "record_runs", "read_results", "machine_description", "markdown_table",
            "update_docs"]
 
 COLUMNS = ["experiment", "model", "recipe", "data", "iterations", "epochs", "seed", "train_err", "test_err",
@@ -72,6 +72,13 @@ def run_row(run_dir: str | Path, *, experiment: str, recipe: str, train_err: flo
         "commit": run.get("git_commit", ""),
         "wall_s": round(float(rows[-1]["elapsed_s"])) if rows and rows[-1].get("elapsed_s") else "",
     }
+
+
+def short_commit(commit: str) -> str:
+    """git's short form of a results row's commit, keeping the ``-dirty`` mark of a run from a
+    checkout with uncommitted changes (``253c11bc...-dirty`` -> ``253c11b-dirty``)."""
+    sha, dirty, _ = commit.partition("-dirty")
+    return sha[:7] + ("-dirty" if dirty else "")
 
 
 def read_results(path: str | Path) -> list[dict[str, str]]:
@@ -129,7 +136,7 @@ def update_docs(text: str, results_dir: str | Path) -> str:
         # run rows get the standard columns; a study's own CSV (other columns) is shown as it is
         cols = DOC_COLUMNS if rows and list(rows[0]) == COLUMNS else [(k, k) for k in (rows[0] if rows else [])]
         if cols is DOC_COLUMNS:  # the CSV keeps the full commit; a table shows git's short form
-            rows = [{**r, "commit": r["commit"][:7]} for r in rows]
+            rows = [{**r, "commit": short_commit(r["commit"])} for r in rows]
         return m.group(1) + (markdown_table(rows, cols) if rows else "(no rows yet)") + "\n" + m.group(3)
 
     return _MARK.sub(table, text)
