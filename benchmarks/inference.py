@@ -280,8 +280,8 @@ def runtimes(case: Case, exp: Exported, info: dict[str, Any], threads: int):
         ("OpenVINO bf16 (hint bf16)", ov("bf16")),
         ("ONNX Runtime int8 (static QDQ)", ort(True)),
         ("OpenVINO int8 (NNCF, rest f32)", ov("f32", int8=True)),
-        # the layers NNCF leaves unquantised (first conv, fc, adds) in bf16 where the CPU has it:
-        # the "reduced precision" line, int8 and bf16 together, each stated
+        # what NNCF leaves in float (the residual adds, pooling, the fc where it stays float) in
+        # bf16 where the CPU has it: int8 and bf16 together, the "reduced precision" line
         ("OpenVINO int8 (NNCF, rest bf16)", ov("bf16", int8=True)),
     ]
     if threads > 1:  # throughput mode: one stream per thread, each call's batch split between them
