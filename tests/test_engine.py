@@ -184,3 +184,25 @@ def test_lr_policies():
     pl2 = LRPolicy(pl.cfg, 0.1)
     pl2.load_state_dict(json.loads(json.dumps(state)))
     assert pl2.lr(0) == pl.lr(0)
+
+
+def test_git_commit_ignores_measured_rows_but_not_code(tmp_path):
+    """A series of runs from one clean checkout writes its rows into docs/results/; the later runs
+    must still name the clean commit, while a changed source file marks the run -dirty."""
+    import subprocess
+
+    from reslearn.engine.trainer import git_commit
+
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    (tmp_path / "docs" / "results").mkdir(parents=True)
+    (tmp_path / "docs" / "results" / "rows.csv").write_text("a\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-qm", "init"], check=True)
+    clean = git_commit(tmp_path)
+    assert len(clean) == 40 and not clean.endswith("-dirty")
+    (tmp_path / "docs" / "results" / "rows.csv").write_text("a\nb\n")
+    assert git_commit(tmp_path) == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == clean + "-dirty"

@@ -65,12 +65,19 @@ class NonFiniteLoss(ReslearnError):
     """The loss or the weights became NaN or infinite: the run stops, its checkpoints stay good."""
 
 
-def git_commit() -> str:
+# Measured rows land in docs/results/ of the same checkout; a change there is data the runs wrote,
+# not code, so it does not make the next run of a series "-dirty".
+RESULTS_PATHSPEC = ":(exclude)docs/results"
+
+
+def git_commit(root: Path | None = None) -> str:
+    """HEAD's sha of the checkout at ``root`` (default: this package's), with ``-dirty`` when
+    tracked files outside docs/results/ have changed."""
     try:
-        root = Path(__file__).resolve().parents[3]
+        root = root or Path(__file__).resolve().parents[3]
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                RESULTS_PATHSPEC], cwd=root, capture_output=True, text=True, timeout=5).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
     except Exception:
         return "unknown"
