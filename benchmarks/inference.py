@@ -27,10 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -43,11 +40,14 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from reslearn.errors import ReslearnError  # noqa: E402
 from reslearn.export import require  # noqa: E402
+from reslearn.results import inference_markdown  # noqa: E402
+from reslearn.summary import count_macs  # noqa: E402
+from machine import has_bf16, machine, measured_peaks  # noqa: E402
 
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
@@ -68,35 +68,6 @@ class Case:
     labels: torch.Tensor | None = None  # only with trained weights
     calib: torch.Tensor | None = None  # int8 calibration images (training split)
     notes: list[str] = field(default_factory=list)
-
-
-# --------------------------------------------------------------------------- machine
-def machine() -> dict[str, Any]:
-    info = {"python": platform.python_version(), "platform": platform.platform(), "cpu": platform.processor(),
-            "threads": torch.get_num_threads(), "torch": torch.__version__, "load_avg": os.getloadavg()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        info["cpu"] = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name"))
-        flags = set(next(line for line in text.splitlines() if line.startswith("flags")).split())
-        info["flags"] = [f for f in FLAGS if f in flags]
-    except (OSError, StopIteration):
-        info["flags"] = []
-    for mod in ("torchvision", "onnxruntime", "openvino", "nncf", "numpy"):
-        try:
-            info[mod] = __import__(mod).__version__
-        except ImportError:
-            info[mod] = None
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
-        info["commit"] = rev.stdout.strip() + ("+dirty" if dirty.strip() else "")
-    except OSError:
-        info["commit"] = None
-    return info
-
-
-def has_bf16(info: dict[str, Any]) -> bool:
-    return bool({"avx512_bf16", "amx_bf16"} & set(info["flags"]))
 
 
 # --------------------------------------------------------------------------- data and weights
@@ -371,11 +342,13 @@ def run_case(case: Case, rows, args) -> list[dict[str, Any]]:
         x = case.images[:batch].contiguous() if len(case.images) >= batch else case.images[:1].expand(batch, -1, -1, -1).contiguous()
         secs = time_batch(built, x, args)
         ref_s = secs[rows[0][0]]
+        flops = 2 * count_macs(case.ours, (3, case.size, case.size))  # an image's forward, as the papers count
         for name, (_, precision, first_s) in built.items():
             results.append({"model": case.model, "size": case.size, "batch": batch, "runtime": name,
                             "precision": precision, "first_output_s": first_s,
                             "latency_ms": 1e3 * secs[name], "img_s": batch / secs[name],
-                            "ratio": ref_s / secs[name], **agree[name]})
+                            "ratio": ref_s / secs[name], "gflop_s": flops * batch / secs[name] / 1e9,
+                            **agree[name]})
         print_table([r for r in results if r["batch"] == batch], case)
     return results
 
@@ -392,29 +365,6 @@ def print_table(rows, case: Case) -> None:
               f"{r['ratio']:>6.2f}x {r['max_abs_diff']:>11.2e} {r['top1_agreement']:>10.2f}% {err:>9} "
               f"{r['first_output_s']:>9.1f}")
     print(flush=True)
-
-
-def markdown(results, cases, info) -> str:
-    lines = [f"Machine: {info['cpu']}, {info['threads']} threads, flags {' '.join(info['flags'])}; "
-             f"torch {info['torch']}, torchvision {info['torchvision']}, onnxruntime {info['onnxruntime']}, "
-             f"openvino {info['openvino']}, nncf {info['nncf']}; commit {info['commit']}; "
-             f"load average before {info['load_avg'][0]:.2f}.", ""]
-    for case in cases:
-        for batch in sorted(case.batches):
-            rows = [r for r in results if r["model"] == case.model and r["batch"] == batch]
-            if not rows:
-                continue
-            lines += [f"**{case.model}, {case.size} px, batch {batch}** (reference: {case.ref_name} fp32; "
-                      f"{'; '.join(case.notes)})", "",
-                      "| runtime | precision that ran | latency ms | img/s | vs reference | max abs logit diff "
-                      "| top-1 agreement | top-1 error | first output s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-            for r in rows:
-                err = "" if r["top1_err"] is None else f"{r['top1_err']:.2f}%"
-                lines.append(f"| {r['runtime']} | {r['precision']} | {r['latency_ms']:.2f} | {r['img_s']:.1f} | "
-                             f"{r['ratio']:.2f}x | {r['max_abs_diff']:.1e} | {r['top1_agreement']:.2f}% | {err} | "
-                             f"{r['first_output_s']:.1f} |")
-            lines.append("")
-    return "\n".join(lines)
 
 
 def parse(argv=None):
@@ -444,6 +394,10 @@ def main(argv=None) -> int:
     args = parse(argv)
     torch.set_num_threads(args.threads)
     info = machine()
+    # the machine's own fp32 (and bf16) rate, measured in this run: what "x of peak" is against
+    info["peaks"], info["peak_kernels"] = measured_peaks(
+        matmul_n=512 if args.quick else 4096, conv=(16, 8, 2) if args.quick else (256, 28, 32),
+        bf16=has_bf16(info), repeats=3 if args.quick else 10, device="cpu")
     print(json.dumps(info))
     data = Path(args.data) if (Path(args.data) / "cifar-10-batches-py").is_dir() else None
     cases = [Case("resnet50", 64 if args.quick else 224, (1, 4) if args.quick else (1, 16)),
@@ -457,11 +411,11 @@ def main(argv=None) -> int:
             (setup_resnet50 if case.model == "resnet50" else setup_resnet20)(case, args, data)
             print(f"{case.model}: {'; '.join(case.notes)}", flush=True)
             results += run_case(case, runtimes(case, Exported(case, Path(tmp)), info, args.threads), args)
-    if args.markdown:
-        print(markdown(results, cases, info))
+    report = {"machine": info, "results": results, "notes": {c.model: c.notes for c in cases}}
+    if args.markdown:  # the same tables `make readme` puts in docs/benchmarks.md from the JSON
+        print(inference_markdown(report))
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": info, "results": results,
-                                               "notes": {c.model: c.notes for c in cases}}, indent=1))
+        Path(args.json).write_text(json.dumps(report, indent=1))
     return 0
 
 

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from inference import has_bf16, machine  # noqa: E402  (the CPU flags, threads and versions)
+from machine import has_bf16, machine, measured_peaks, sync  # noqa: E402  (flags, versions, peak)
 
 from reslearn.registry import create_model  # noqa: E402
 from reslearn.summary import count_macs  # noqa: E402
@@ -103,56 +103,6 @@ def run_steps(variant: Variant, *, steps: int, width: int = 16, batch: int = 128
     """The losses of ``steps`` steps and the model after them (the correctness tests' view)."""
     step, model, _ = build_step(variant, width=width, batch=batch)
     return [step() for _ in range(steps)], model
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def matmul_gflops(n: int, dtype: torch.dtype, repeats: int, device: str = "cpu") -> float:
-    """Measured GFLOP/s of torch.mm on n x n matrices (2 n^3 FLOPs), median over repeats."""
-    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
-    torch.mm(a, b)  # warm-up
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / statistics.median(times) / 1e9
-
-
-def conv_gflops(channels: int, hw: int, batch: int, dtype: torch.dtype, repeats: int, device: str = "cpu") -> float:
-    """Measured GFLOP/s of one 3x3 convolution (channels -> channels, hw x hw, stride 1,
-    channels_last, forward) counted as a direct convolution (2 x 9 x C^2 x H x W FLOPs an image).
-
-    On the CPU this is oneDNN's kernel, the one the training step's convolutions run, while
-    ``torch.mm`` is MKL's sgemm, which on this project's AMD CPU reached less than the ResNet-20
-    step itself (218 against 271 GFLOP/s): a "share of peak" needs the faster of the two."""
-    x = torch.randn(batch, channels, hw, hw, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(channels, channels, 3, 3, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        F.conv2d(x, w, padding=1)  # warm-up (and oneDNN's primitive creation)
-        times = []
-        for _ in range(repeats):
-            sync(device)
-            t0 = time.perf_counter()
-            F.conv2d(x, w, padding=1)
-            sync(device)
-            times.append(time.perf_counter() - t0)
-    return 2 * 9 * channels**2 * hw * hw * batch / statistics.median(times) / 1e9
-
-
-def measured_peaks(*, matmul_n: int, conv: tuple[int, int, int], bf16: bool, repeats: int,
-                   device: str) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """Per precision, the faster of the square ``torch.mm`` and the 3x3 convolution (``conv`` =
-    channels, size, batch), and both measurements."""
-    dtypes = {"fp32": torch.float32, **({"bf16": torch.bfloat16} if bf16 else {})}
-    kernels = {k: {"matmul": matmul_gflops(matmul_n, dt, repeats, device),
-                   "conv3x3": conv_gflops(*conv, dt, repeats, device)} for k, dt in dtypes.items()}
-    return {k: max(v.values()) for k, v in kernels.items()}, kernels
 
 
 def time_variants(vs: list[Variant], *, width: int, batch: int, iters: int, warmup: int,

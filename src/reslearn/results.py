@@ -128,10 +128,52 @@ DOC_COLUMNS = [("model", "model"), ("recipe", "recipe"), ("data", "data"), ("ite
 _MARK = re.compile(r"(<!-- results:(?P<name>[\w.-]+):start -->\n)(?:.*?\n)?(<!-- results:(?P=name):end -->)", re.S)
 
 
+def inference_markdown(report: dict[str, Any]) -> str:
+    """The markdown of one ``benchmarks/inference.py --json`` report: the machine line, then one
+    table per (model, batch), models in the order measured, batches ascending; the first row of each is the reference."""
+    info = report["machine"]
+    lines = [f"Machine: {info['cpu']}, {info['threads']} threads, flags {' '.join(info['flags'])}; "
+             f"torch {info['torch']}, torchvision {info['torchvision']}, onnxruntime {info['onnxruntime']}, "
+             f"openvino {info['openvino']}, nncf {info['nncf']}; commit {info['commit']}; "
+             f"load average before {info['load_avg'][0]:.2f}."]
+    peak = info.get("peaks", {}).get("fp32")  # reports before the benchmark measured it have none
+    if peak:
+        kernels = info["peak_kernels"]["fp32"]
+        lines[0] += (f" Measured fp32 peak in this run: {peak:.0f} GFLOP/s (the faster of torch.mm "
+                     f"{kernels['matmul']:.0f} and a 3x3 convolution {kernels['conv3x3']:.0f}).")
+    lines.append("")
+    models = list(dict.fromkeys(r["model"] for r in report["results"]))
+    cases = sorted(dict.fromkeys((r["model"], r["size"], r["batch"]) for r in report["results"]),
+                   key=lambda c: (models.index(c[0]), c[2]))
+    for model, size, batch in cases:
+        rows = [r for r in report["results"] if (r["model"], r["size"], r["batch"]) == (model, size, batch)]
+        notes = "; ".join(report["notes"].get(model, []))
+        rate = peak and "gflop_s" in rows[0]
+        lines += [f"**{model}, {size} px, batch {batch}** (reference: {rows[0]['runtime']}; {notes})", "",
+                  "| runtime | precision that ran | latency ms | img/s | vs reference | max abs logit diff "
+                  "| top-1 agreement | top-1 error | first output s |" + (" GFLOP/s | of fp32 peak |" if rate else ""),
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if rate else "")]
+        for r in rows:
+            err = "" if r["top1_err"] is None else f"{r['top1_err']:.2f}%"
+            lines.append(f"| {r['runtime']} | {r['precision']} | {r['latency_ms']:.2f} | {r['img_s']:.1f} | "
+                         f"{r['ratio']:.2f}x | {r['max_abs_diff']:.1e} | {r['top1_agreement']:.2f}% | {err} | "
+                         f"{r['first_output_s']:.1f} |"
+                         + (f" {r['gflop_s']:.0f} | {r['gflop_s'] / peak:.0%} |" if rate else ""))
+        if rate:  # what a 3x exact-fp32 goal asks of this machine, from this run's own numbers
+            lines += ["", f"3x the reference would be {3 * rows[0]['gflop_s']:.0f} GFLOP/s of direct fp32 "
+                          f"convolution, {3 * rows[0]['gflop_s'] / peak:.2f}x the measured fp32 peak."]
+        lines.append("")
+    return "\n".join(lines).rstrip("\n")
+
+
 def update_docs(text: str, results_dir: str | Path) -> str:
     """Replace every ``<!-- results:NAME:start --> ... <!-- results:NAME:end -->`` block of
-    ``text`` with the table of ``results_dir/NAME.csv``."""
+    ``text`` with the table of ``results_dir/NAME.csv``, or, for a NAME ending in ``.json``, with
+    the tables of that inference-benchmark report."""
     def table(m: re.Match) -> str:
+        if m.group("name").endswith(".json"):
+            report = json.loads((Path(results_dir) / m.group("name")).read_text())
+            return m.group(1) + inference_markdown(report) + "\n" + m.group(3)
         rows = read_results(Path(results_dir) / f"{m.group('name')}.csv")
         # run rows get the standard columns; a study's own CSV (other columns) is shown as it is
         cols = DOC_COLUMNS if rows and list(rows[0]) == COLUMNS else [(k, k) for k in (rows[0] if rows else [])]
