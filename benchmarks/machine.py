@@ -27,10 +27,13 @@ def machine() -> dict[str, Any]:
             "threads": torch.get_num_threads(), "torch": torch.__version__, "load_avg": os.getloadavg()}
     try:
         text = Path("/proc/cpuinfo").read_text()
-        info["cpu"] = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name"))
+        field = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines()[:30])}
+        info["cpu"] = field["model name"]
+        # "AMD EPYC" alone does not say which generation: family 25 is Zen 3/4, 26 Zen 5
+        info["cpu_family_model"] = f"{field.get('cpu family', '?')}/{field.get('model', '?')}"
         flags = set(next(line for line in text.splitlines() if line.startswith("flags")).split())
         info["flags"] = [f for f in FLAGS if f in flags]
-    except (OSError, StopIteration):
+    except (OSError, StopIteration, KeyError):
         info["flags"] = []
     for mod in ("torchvision", "onnxruntime", "openvino", "nncf", "numpy"):
         try:

@@ -132,7 +132,8 @@ def inference_markdown(report: dict[str, Any]) -> str:
     """The markdown of one ``benchmarks/inference.py --json`` report: the machine line, then one
     table per (model, batch), models in the order measured, batches ascending; the first row of each is the reference."""
     info = report["machine"]
-    lines = [f"Machine: {info['cpu']}, {info['threads']} threads, flags {' '.join(info['flags'])}; "
+    cpu = info["cpu"] + (f" (cpu family/model {info['cpu_family_model']})" if info.get("cpu_family_model") else "")
+    lines = [f"Machine: {cpu}, {info['threads']} threads, flags {' '.join(info['flags'])}; "
              f"torch {info['torch']}, torchvision {info['torchvision']}, onnxruntime {info['onnxruntime']}, "
              f"openvino {info['openvino']}, nncf {info['nncf']}; commit {info['commit']}; "
              f"load average before {info['load_avg'][0]:.2f}."]
