@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -16,38 +15,35 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from reslearn.engine.trainer import git_commit
+from reslearn.results import short_commit
+from reslearn.system import cpu_flags
+
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
 
 def machine() -> dict[str, Any]:
     """The CPU model and the FLAGS it has, threads, Python/torch/runtime versions, the commit
-    (``+dirty`` when code changed) and the load average before the run."""
+    (``-dirty`` when code changed) and the load average before the run."""
     info = {"python": platform.python_version(), "platform": platform.platform(), "cpu": platform.processor(),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "load_avg": os.getloadavg()}
     try:
         text = Path("/proc/cpuinfo").read_text()
         field = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines()[:30])}
-        info["cpu"] = field["model name"]
+        info["cpu"] = field.get("model name", info["cpu"])
         # "AMD EPYC" alone does not say which generation: family 25 is Zen 3/4, 26 Zen 5
         info["cpu_family_model"] = f"{field.get('cpu family', '?')}/{field.get('model', '?')}"
-        flags = set(next(line for line in text.splitlines() if line.startswith("flags")).split())
-        info["flags"] = [f for f in FLAGS if f in flags]
-    except (OSError, StopIteration, KeyError):
-        info["flags"] = []
+    except OSError:
+        text = ""
+    info["flags"] = [f for f in FLAGS if f in cpu_flags(text)]
     for mod in ("torchvision", "onnxruntime", "openvino", "nncf", "numpy"):
         try:
             info[mod] = __import__(mod).__version__
         except ImportError:
             info[mod] = None
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        # as the engine's run records: measured rows under docs/results/ are data, not code
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)docs/results"], cwd=ROOT, capture_output=True, text=True).stdout
-        info["commit"] = rev.stdout.strip() + ("+dirty" if dirty.strip() else "")
-    except OSError:
-        info["commit"] = None
+    # the engine's own record of a run's commit (changes under docs/results/ are data, not code)
+    info["commit"] = short_commit(git_commit(ROOT))
     return info
 
 
